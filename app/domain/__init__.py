@@ -1,0 +1,1 @@
+"""The domain: job states, stages, params and errors. Imports nothing from the rest of Strata."""

@@ -1,0 +1,50 @@
+"""Errors the domain raises; the API maps each to one problem+json response in one place."""
+
+from __future__ import annotations
+
+
+class StrataError(Exception):
+    """Base of every error Strata raises on purpose."""
+
+
+class JobNotFound(StrataError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} not found")
+        self.job_id = job_id
+
+
+class IllegalAction(StrataError):
+    """An action the job's machine refuses in its current state."""
+
+    def __init__(self, action: str, status: str) -> None:
+        super().__init__(f"cannot {action} a job in state {status}")
+        self.action = action
+        self.status = status
+
+
+class IdempotencyConflict(StrataError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was already used with a different body")
+        self.key = key
+
+
+class ConcurrentUpdate(StrataError):
+    """The job changed between read and write; the caller may reload and try again."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} was changed concurrently; try again")
+        self.job_id = job_id
+
+
+class LandingPathRefused(StrataError):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"landing path {path!r} refused: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class OutputNotReady(StrataError):
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"job {job_id} has no output: it is {status}, not Succeeded")
+        self.job_id = job_id
+        self.status = status

@@ -1,0 +1,151 @@
+"""What a job asks for: its source, the SQL and checks of each layer, and its limits.
+
+These models are the contract of `params` in `POST /v1/jobs`; defaults are filled in so a stored
+job always says exactly what ran. Unknown fields are refused, so a typo is a 422, not a surprise.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_SQL_LENGTH = 100_000
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+# Reader options a source may pass, by format, with the type each must have. Anything else is
+# refused at create time: options end up in the reader call, so they are an allowlist.
+READER_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "csv": {
+        "header": bool,
+        "delimiter": str,
+        "quote": str,
+        "escape": str,
+        "all_varchar": bool,
+        "skip": int,
+        "nullstr": str,
+        "dateformat": str,
+        "timestampformat": str,
+        "null_padding": bool,
+        "ignore_errors": bool,
+        "sample_size": int,
+        "compression": str,
+        "encoding": str,
+        "strict_mode": bool,
+    },
+    "jsonl": {"ignore_errors": bool, "compression": str, "sample_size": int,
+              "dateformat": str, "timestampformat": str},
+    "parquet": {"union_by_name": bool},
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Source(_Strict):
+    path: Annotated[str, Field(min_length=1, max_length=1024,
+                               description="Glob relative to the landing directory.")]
+    format: Literal["csv", "jsonl", "parquet"] = "csv"
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="Reader options, e.g. header, delimiter.")
+
+    @field_validator("path")
+    @classmethod
+    def _stays_in_landing(cls, value: str) -> str:
+        check_relative_path(value)
+        return value
+
+    @model_validator(mode="after")
+    def _known_options(self) -> Source:
+        allowed = READER_OPTIONS[self.format]
+        for key, val in self.options.items():
+            if key not in allowed:
+                raise ValueError(
+                    f"option {key!r} is not supported for {self.format}; "
+                    f"allowed: {', '.join(sorted(allowed))}"
+                )
+            expected = allowed[key]
+            # bool is an int in Python; an int option must not accept true/false
+            if (expected is int and isinstance(val, bool)) or not isinstance(val, expected):
+                name = expected.__name__ if isinstance(expected, type) else "value"
+                raise ValueError(f"option {key!r} must be a {name}")
+            if isinstance(val, str) and (len(val) > 64 or "\x00" in val):
+                raise ValueError(f"option {key!r} is too long or holds a NUL byte")
+        return self
+
+
+class Check(_Strict):
+    name: Annotated[str, Field(pattern=IDENTIFIER.pattern,
+                               description="Becomes _reject_reason of rows failing it.")]
+    expr: Annotated[str, Field(min_length=1, max_length=10_000,
+                               description="SQL boolean; a row passes when it is TRUE.")]
+
+
+class Dedupe(_Strict):
+    keys: Annotated[list[Annotated[str, Field(pattern=IDENTIFIER.pattern)]],
+                    Field(min_length=1, max_length=32)]
+    order_by: Annotated[
+        str | None, Field(max_length=10_000, description="Which row per key is kept: the first.")
+    ] = None
+
+
+class Output(_Strict):
+    format: Literal["parquet"] = "parquet"
+
+
+class Layer(_Strict):
+    sql: Annotated[str | None, Field(max_length=MAX_SQL_LENGTH,
+                                     description="One SELECT over the previous layer.")] = None
+    checks: Annotated[list[Check], Field(max_length=100)] = Field(default_factory=list)
+    dedupe: Dedupe | None = None
+    output: Output | None = None
+
+    @field_validator("checks")
+    @classmethod
+    def _unique_names(cls, checks: list[Check]) -> list[Check]:
+        names = [c.name for c in checks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"check names must be unique; repeated: {', '.join(dupes)}")
+        return checks
+
+
+class Layers(_Strict):
+    ods: Layer = Field(default_factory=Layer)
+    dwd: Layer = Field(default_factory=Layer)
+    dws: Layer = Field(default_factory=Layer)
+    ds: Layer = Field(default_factory=lambda: Layer(output=Output()))
+
+    def get(self, layer: str) -> Layer:
+        value = getattr(self, layer)
+        assert isinstance(value, Layer)
+        return value
+
+
+class JobParams(_Strict):
+    source: Source
+    layers: Layers = Field(default_factory=Layers)
+    timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 3600
+    stage_timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 900
+    retries: Annotated[int, Field(ge=0, le=20)] = 3
+    batch_size: Annotated[int, Field(ge=1_000, le=10_000_000,
+                                     description="Parquet row-group size.")] = 100_000
+    concurrency: Annotated[int, Field(ge=1, le=64, description="Engine threads per stage.")] = 2
+    idempotent: bool = True
+
+
+def check_relative_path(value: str) -> PurePosixPath:
+    """Refuse a path that could leave the directory it is relative to."""
+    if "\x00" in value or "\\" in value:
+        raise ValueError("path must not contain NUL bytes or backslashes")
+    path = PurePosixPath(value)
+    if path.is_absolute() or value.startswith("~"):
+        raise ValueError("path must be relative to the landing directory")
+    if any(part == ".." for part in path.parts):
+        raise ValueError("path must not contain '..'")
+    if not path.parts or str(path) == ".":
+        raise ValueError("path must name a file or a glob")
+    return path

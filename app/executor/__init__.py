@@ -1,0 +1,1 @@
+"""The executor: the BatchManager's server. Runs one stage of one job per task."""

@@ -1,0 +1,1 @@
+"""Engines that run a stage's transform on real data."""

@@ -1,0 +1,140 @@
+"""RFC 9457 problem details: the one error shape of every Strata HTTP API.
+
+`install_problem_handlers` puts one table of exception handlers on an app, so routes raise domain
+errors and never build error responses themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("strata.http")
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="Where the problem is, e.g. body.params.retries.")
+    message: str
+    type: str | None = None
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class ProblemError(Exception):
+    """Raise from anywhere to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        type_: str = "about:blank",
+        headers: dict[str, str] | None = None,
+        errors: list[FieldError] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.title = title or HTTPStatus(status).phrase
+        self.type = type_
+        self.headers = headers
+        self.errors = errors
+
+
+def problem_response(
+    status: int,
+    detail: str | None,
+    *,
+    title: str | None = None,
+    type_: str = "about:blank",
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = Problem(
+        type=type_, title=title or HTTPStatus(status).phrase, status=status, detail=detail,
+        errors=errors,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _field_name(loc: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def validation_errors(errors: Sequence[Any]) -> list[FieldError]:
+    out = []
+    for err in errors:
+        message = str(err.get("msg", "invalid"))
+        message = message.removeprefix("Value error, ")
+        out.append(FieldError(field=_field_name(err.get("loc", ())), message=message,
+                              type=err.get("type")))
+    return out
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    raw = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in raw):
+        detail = next(e.get("msg", "") for e in raw if e.get("type") == "json_invalid")
+        return problem_response(400, f"request body is not valid JSON: {detail}",
+                                title="Malformed JSON")
+    errors = validation_errors(raw)
+    summary = "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
+    return problem_response(422, summary, title="Validation failed", errors=errors)
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers) if exc.headers else None
+    return problem_response(exc.status_code, str(exc.detail), headers=headers)
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(exc.status, exc.detail, title=exc.title, type_=exc.type,
+                            errors=exc.errors, headers=exc.headers)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(500, "internal error; the service log has the details")
+
+
+Handler = Callable[[Request, Exception], Any]
+
+
+def install_problem_handlers(
+    app: FastAPI, extra: dict[type[Exception], Handler] | None = None
+) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(ProblemError, _on_problem)
+    for exc_type, handler in (extra or {}).items():
+        app.add_exception_handler(exc_type, handler)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": HTTPStatus(code).phrase}
+    for code in (400, 401, 404, 409, 422)
+}

@@ -1,0 +1,57 @@
+"""Configuration from `STRATA_*` environment variables and an optional `.env` file.
+
+Only the app factories and the CLI read settings; everything else is handed its values.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STRATA_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./data/strata.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///… or postgresql+asyncpg://…",
+    )
+    landing_dir: Path = Path("./data/landing")
+    warehouse_dir: Path = Path("./data/warehouse")
+    executor_url: str | None = Field(
+        default=None, description="Base URL of the executor; unset means the embedded one."
+    )
+    executor_token: str | None = Field(
+        default=None, description="Shared secret the watcher sends to the executor."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_tokens: str | None = Field(
+        default=None, description="Comma-separated owner=token pairs; unset means no auth."
+    )
+    admin_owners: str = Field(default="admin", description="Owners who see every job.")
+    max_body_bytes: int = Field(default=1_048_576, description="Largest JSON request body.")
+    max_upload_bytes: int = Field(default=10 * 1024**3, description="Largest landing upload.")
+    retry_backoff_seconds: float = Field(
+        default=2.0, ge=0, description="First wait before a failed stage is retried; doubles."
+    )
+    max_workers: int = Field(default=4, ge=1, description="Jobs advanced at once per watcher.")
+    watch_interval: float = Field(default=1.0, gt=0, description="Seconds between watcher ticks.")
+    task_create_rate: float = Field(
+        default=20.0, gt=0, description="Executor tasks created per second at most."
+    )
+    lease_seconds: float = Field(default=30.0, gt=0, description="How long a claim on a job lasts.")
+    executor_workers: int = Field(default=2, ge=1, description="Stages run at once per executor.")
+    executor_memory_limit: str | None = Field(
+        default=None, description="DuckDB memory_limit per stage, e.g. '4GB'."
+    )
+    engine: str = Field(default="duckdb", description="Executor engine: duckdb or spark.")
+    log_level: str = "INFO"
+
+    def landing_path(self) -> Path:
+        return self.landing_dir.resolve()
+
+    def warehouse_path(self) -> Path:
+        return self.warehouse_dir.resolve()

@@ -1,0 +1,189 @@
+"""Every query on jobs and job events. Writes to a job are guarded by its version column."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from app.domain.errors import ConcurrentUpdate
+from app.domain.states import RUNNABLE_STATUSES
+from app.store.models import Job, JobEvent
+
+# Columns the version guard protects; the lease columns are the claim's business, not the job's.
+_STATE_COLUMNS = (
+    "name", "description", "status", "suspend", "params", "results", "conditions", "attempt",
+    "updated_at", "started_at", "ended_at", "stage_started_at", "next_run_at",
+)
+
+
+async def insert_job(session: AsyncSession, job: Job, event: JobEvent) -> None:
+    session.add(job)
+    await session.flush()
+    session.add(event)
+    await session.flush()
+
+
+async def get_job(session: AsyncSession, job_id: str, owner: str | None = None) -> Job | None:
+    query = select(Job).where(col(Job.id) == job_id)
+    if owner is not None:
+        query = query.where(col(Job.owner) == owner)
+    return (await session.execute(query)).scalars().first()
+
+
+async def get_jobs(session: AsyncSession, job_ids: Sequence[str]) -> list[Job]:
+    if not job_ids:
+        return []
+    rows = (await session.execute(select(Job).where(col(Job.id).in_(job_ids)))).scalars().all()
+    return list(rows)
+
+
+async def find_by_idempotency_key(session: AsyncSession, owner: str, key: str) -> Job | None:
+    query = select(Job).where(col(Job.owner) == owner, col(Job.idempotency_key) == key)
+    return (await session.execute(query)).scalars().first()
+
+
+async def list_jobs(
+    session: AsyncSession,
+    *,
+    owner: str | None,
+    status: str | None,
+    name: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[int, list[Job]]:
+    conditions: list[Any] = []
+    if owner is not None:
+        conditions.append(col(Job.owner) == owner)
+    if status is not None:
+        conditions.append(col(Job.status) == status)
+    if name is not None:
+        conditions.append(col(Job.name) == name)
+    counted = select(func.count()).select_from(Job).where(*conditions)
+    total = (await session.execute(counted)).scalar_one()
+    query = (
+        select(Job).where(*conditions)
+        .order_by(col(Job.created_at).desc(), col(Job.id).desc())
+        .limit(limit).offset(offset)
+    )
+    return int(total), list((await session.execute(query)).scalars().all())
+
+
+async def save_job(session: AsyncSession, job: Job, expected_version: int) -> Job:
+    """Write the job's state if nobody changed it since `expected_version`; bump the version."""
+    values = {column: getattr(job, column) for column in _STATE_COLUMNS}
+    result = await session.execute(
+        update(Job)
+        .where(col(Job.id) == job.id, col(Job.version) == expected_version)
+        .values(**values, version=expected_version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if cast(CursorResult[Any], result).rowcount != 1:
+        raise ConcurrentUpdate(job.id)
+    job.version = expected_version + 1
+    return job
+
+
+async def add_events(session: AsyncSession, events: Iterable[JobEvent]) -> None:
+    session.add_all(list(events))
+    await session.flush()
+
+
+async def list_events(session: AsyncSession, job_id: str) -> list[JobEvent]:
+    query = select(JobEvent).where(col(JobEvent.job_id) == job_id).order_by(col(JobEvent.id))
+    return list((await session.execute(query)).scalars().all())
+
+
+async def delete_job(session: AsyncSession, job: Job) -> None:
+    await session.delete(job)
+    await session.flush()
+
+
+def _lease_free(owner: str, now: datetime) -> Any:
+    return or_(
+        col(Job.lease_expires_at).is_(None),
+        col(Job.lease_expires_at) < now,
+        col(Job.lease_owner) == owner,
+    )
+
+
+async def claim_runnable(
+    session: AsyncSession, *, owner: str, now: datetime, lease_seconds: float, limit: int
+) -> list[Job]:
+    """Lease up to `limit` runnable jobs to `owner` in one statement.
+
+    On PostgreSQL the candidates are locked with FOR UPDATE SKIP LOCKED, so replicas never claim the
+    same job; SQLite serialises writers, which gives the same guarantee.
+    """
+    candidates = (
+        select(col(Job.id))
+        .where(
+            col(Job.status).in_(sorted(RUNNABLE_STATUSES)),
+            col(Job.suspend).is_(False),
+            or_(col(Job.next_run_at).is_(None), col(Job.next_run_at) <= now),
+            _lease_free(owner, now),
+        )
+        .order_by(col(Job.updated_at))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list((await session.execute(candidates)).scalars().all())
+    if not ids:
+        return []
+    until = now + timedelta(seconds=lease_seconds)
+    # the lease predicate is repeated so that, where the engine ignores the row locks, a job
+    # another replica claimed in between is not taken over
+    await session.execute(
+        update(Job)
+        .where(col(Job.id).in_(ids), _lease_free(owner, now))
+        .values(lease_owner=owner, lease_expires_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    claimed = select(Job).where(
+        col(Job.id).in_(ids), col(Job.lease_owner) == owner, col(Job.lease_expires_at) == until
+    )
+    rows = (await session.execute(
+        claimed.execution_options(populate_existing=True)
+    )).scalars().all()
+    return list(rows)
+
+
+async def renew_leases(
+    session: AsyncSession, *, owner: str, job_ids: Sequence[str], until: datetime
+) -> None:
+    if job_ids:
+        await session.execute(
+            update(Job)
+            .where(col(Job.id).in_(job_ids), col(Job.lease_owner) == owner)
+            .values(lease_expires_at=until)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def release_leases(session: AsyncSession, *, owner: str, job_ids: Sequence[str]) -> None:
+    if job_ids:
+        await session.execute(
+            update(Job)
+            .where(col(Job.id).in_(job_ids), col(Job.lease_owner) == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def count_events_since_last(
+    session: AsyncSession, job_id: str, event: str, resets: Sequence[str]
+) -> int:
+    """How many `event` rows the job has since its last event of a kind in `resets`."""
+    last_reset = (
+        select(func.coalesce(func.max(JobEvent.id), 0))
+        .where(col(JobEvent.job_id) == job_id, col(JobEvent.event).in_(resets))
+        .scalar_subquery()
+    )
+    query = select(func.count()).select_from(JobEvent).where(
+        col(JobEvent.job_id) == job_id, col(JobEvent.event) == event, col(JobEvent.id) > last_reset
+    )
+    return int((await session.execute(query)).scalar_one())

@@ -1,0 +1,93 @@
+"""The tables: jobs, their events, and the executor's tasks.
+
+Alembic migrations in `migrations/` are the only way this schema is created; a test checks that
+these models and the migrations agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from app.store.types import UTCDateTime, utcnow
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
+        Index("ix_jobs_runnable", "status", "suspend", "next_run_at"),
+        Index("ix_jobs_owner_created", "owner", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=200, index=True)
+    description: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    owner: str = Field(max_length=200)
+    status: str = Field(max_length=32)
+    suspend: bool = Field(default=False)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    results: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    conditions: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    attempt: int = Field(default=1, description="Attempt of the current stage, from 1.")
+    version: int = Field(default=1, description="Optimistic-concurrency guard of every write.")
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    request_hash: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    started_at: datetime | None = _ts()
+    ended_at: datetime | None = _ts()
+    stage_started_at: datetime | None = _ts()
+    next_run_at: datetime | None = _ts()
+    lease_owner: str | None = Field(default=None, max_length=100)
+    lease_expires_at: datetime | None = _ts()
+
+
+class JobEvent(SQLModel, table=True):
+    __tablename__ = "job_events"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True,
+                                                           autoincrement=True))
+    job_id: str = Field(sa_column=Column(String(36), ForeignKey("jobs.id", ondelete="CASCADE"),
+                                         nullable=False, index=True))
+    event: str = Field(max_length=64)
+    from_status: str | None = Field(default=None, max_length=32)
+    to_status: str = Field(max_length=32)
+    attempt: int = 1
+    message: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ExecutorTask(SQLModel, table=True):
+    """One stage of one job, as the executor runs it."""
+
+    __tablename__ = "executor_tasks"
+    __table_args__ = (Index("ix_executor_tasks_status", "status"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    job_id: str = Field(max_length=36, index=True)
+    stage: str = Field(max_length=32)
+    attempt: int = 1
+    idempotency_key: str = Field(max_length=200, unique=True)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(max_length=16)
+    progress: float = 0.0
+    processed: int = 0
+    total: int = 0
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    runner: str | None = Field(default=None, max_length=100)
+    lease_expires_at: datetime | None = _ts()
