@@ -138,3 +138,30 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": HTTPStatus(code).phrase}
     for code in (400, 401, 404, 409, 422)
 }
+
+
+def use_problem_schemas(app: FastAPI) -> None:
+    """Make the OpenAPI say what the handlers do: every 4xx/5xx body is a Problem document."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = original()
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in problem.pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
+        schemas["Problem"] = problem
+        ref = {"$ref": "#/components/schemas/Problem"}
+        for item in spec.get("paths", {}).values():
+            for operation in item.values():
+                for code, response in operation.get("responses", {}).items():
+                    if code[0] in "45":
+                        response["content"] = {PROBLEM_JSON: {"schema": ref}}
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -187,3 +187,8 @@ async def count_events_since_last(
         col(JobEvent.job_id) == job_id, col(JobEvent.event) == event, col(JobEvent.id) > last_reset
     )
     return int((await session.execute(query)).scalar_one())
+
+
+async def count_by_status(session: AsyncSession) -> dict[str, int]:
+    query = select(col(Job.status), func.count()).group_by(col(Job.status))
+    return {status: int(n) for status, n in (await session.execute(query)).all()}

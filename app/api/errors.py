@@ -1,0 +1,39 @@
+"""The one table that turns domain errors into problem+json responses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from app.domain.errors import (
+    ConcurrentUpdate,
+    IdempotencyConflict,
+    IllegalAction,
+    JobNotFound,
+    LandingPathRefused,
+    OutputNotReady,
+)
+from app.problems import FieldError, problem_response
+from app.store.landing import UploadTooLarge
+
+
+def _handler(status: int, title: str, field: str | None = None) -> Callable[..., Any]:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        errors = [FieldError(field=field, message=str(exc))] if field else None
+        return problem_response(status, str(exc), title=title, errors=errors)
+
+    return handle
+
+
+DOMAIN_ERROR_HANDLERS: dict[type[Exception], Callable[..., Any]] = {
+    JobNotFound: _handler(404, "Job not found"),
+    IllegalAction: _handler(409, "Action not allowed in this state"),
+    IdempotencyConflict: _handler(409, "Idempotency-Key reused with another body"),
+    ConcurrentUpdate: _handler(409, "Concurrent update"),
+    OutputNotReady: _handler(409, "Output not ready"),
+    LandingPathRefused: _handler(422, "Landing path refused", field="path"),
+    UploadTooLarge: _handler(413, "Upload too large"),
+}

@@ -1,0 +1,152 @@
+"""The `/v1/jobs` resource."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi.responses import StreamingResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from app.api.deps import Caller, Context, Jobs
+from app.api.schemas import EventList, EventPublic, JobCreate, JobList, JobPublic, JobUpdate
+from app.domain.errors import JobNotFound
+from app.domain.states import STOPPED_STATUSES, JobStatus
+from app.problems import PROBLEM_RESPONSES
+from app.services.jobs import NewJob
+from app.store import layers
+from app.store.models import Job
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", max_length=200,
+           description="Same key and body → the same job (200); same key, other body → 409."),
+]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_job",
+             response_model=JobPublic,
+             responses={200: {"model": JobPublic, "description": "Replay of an earlier create"}})
+async def create_job(
+    body: JobCreate, caller: Caller, jobs: Jobs, response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobPublic:
+    """Submit a job; the watcher starts it at once."""
+    new = NewJob(name=body.name, description=body.description, params=body.params,
+                 suspend=body.suspend)
+    job, created = await jobs.create(caller.owner, new, idempotency_key)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobPublic.of(job)
+
+
+@router.get("", operation_id="list_jobs")
+async def list_jobs(
+    caller: Caller,
+    jobs: Jobs,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    name: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> JobList:
+    """Jobs, newest first."""
+    total, rows = await jobs.list_jobs(caller.scope, status=status_.value if status_ else None,
+                                       name=name, limit=limit, offset=offset)
+    return JobList(total=total, jobs=[JobPublic.of(j) for j in rows])
+
+
+@router.get("/{job_id}", operation_id="get_job")
+async def get_job(job_id: str, caller: Caller, jobs: Jobs) -> JobPublic:
+    return JobPublic.of(await jobs.get(caller.scope, job_id))
+
+
+@router.patch("/{job_id}", operation_id="update_job")
+async def update_job(job_id: str, body: JobUpdate, caller: Caller, jobs: Jobs) -> JobPublic:
+    """Rename, describe, or suspend/resume a job."""
+    changes = body.model_dump(exclude_unset=True)
+    return JobPublic.of(await jobs.update(caller.scope, job_id, changes))
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT, operation_id="delete_job")
+async def delete_job(job_id: str, caller: Caller, jobs: Jobs) -> Response:
+    """Cancel the job's running task, if any, and delete the job and its events."""
+    await jobs.delete(caller.scope, job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _action(action: str, summary: str) -> None:
+    async def act(job_id: str, caller: Caller, jobs: Jobs) -> JobPublic:
+        return JobPublic.of(await jobs.act(caller.scope, job_id, action))
+
+    act.__doc__ = summary
+    router.add_api_route(f"/{{job_id}}/{action}", act, methods=["POST"],
+                         operation_id=f"{action}_job", response_model=JobPublic,
+                         summary=f"{action.capitalize()} a job", description=summary)
+
+
+_action("cancel", "Stop the job: its running task is cancelled and it ends Cancelled.")
+_action("suspend", "Stop advancing: the running task finishes, no new one starts.")
+_action("resume", "Continue a suspended job.")
+_action("retry", "Resume a Failed or Cancelled job at the stage that did not finish.")
+
+
+@router.get("/{job_id}/events", operation_id="list_job_events")
+async def list_events(job_id: str, caller: Caller, jobs: Jobs) -> EventList:
+    """The job's transitions, oldest first."""
+    rows = await jobs.events(caller.scope, job_id)
+    return EventList(events=[EventPublic.of(e) for e in rows])
+
+
+@router.get("/{job_id}/output", operation_id="get_job_output",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"application/json": {}, "text/csv": {}},
+                             "description": "DS rows, streamed"}})
+async def get_output(
+    job_id: str,
+    caller: Caller,
+    jobs: Jobs,
+    ctx: Context,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+    limit: Annotated[int, Query(ge=1, le=1_000_000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> StreamingResponse:
+    """The data service: the DS rows of a Succeeded job, as JSON or CSV."""
+    path = ctx.warehouse_dir / job_id / "ds"
+    await jobs.ensure_output(caller.scope, job_id)
+    media = "application/json" if format == "json" else "text/csv"
+    return StreamingResponse(layers.iter_rows(path, format, limit, offset), media_type=media)
+
+
+WATCH_POLL_SECONDS = 0.2
+
+
+async def _watched_job(job_id: str, caller: Caller, jobs: Jobs) -> Job:
+    """Loaded in a dependency so an unknown job is a 404 before the stream starts."""
+    return await jobs.get(caller.scope, job_id)
+
+
+@router.get("/{job_id}/watch", operation_id="watch_job", response_class=EventSourceResponse,
+            responses={200: {"description": "`job` events: the job as JSON at each change of "
+                                            "state or progress; the stream ends when it stops"}})
+async def watch_job(
+    job: Annotated[Job, Depends(_watched_job)], caller: Caller, jobs: Jobs
+) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: each state change and progress update as it happens."""
+    seen = -1
+    while True:
+        if job.version != seen:
+            seen = job.version
+            yield ServerSentEvent(event="job", id=str(job.version),
+                                  data=JobPublic.of(job).model_dump(mode="json"))
+            if job.status in STOPPED_STATUSES:
+                return
+        await asyncio.sleep(WATCH_POLL_SECONDS)
+        try:
+            job = await jobs.get(caller.scope, job.id)
+        except JobNotFound:
+            yield ServerSentEvent(event="deleted", data={"job_id": job.id})
+            return

@@ -1,0 +1,39 @@
+"""Landing uploads: raw files streamed into the landing directory, and a listing."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from app.api.deps import Caller, Context
+from app.api.schemas import LandingFilePublic, LandingList
+from app.problems import PROBLEM_RESPONSES
+from app.store import landing
+
+router = APIRouter(prefix="/v1/landing", tags=["landing"], responses=PROBLEM_RESPONSES)
+
+
+@router.put(
+    "/{path:path}", operation_id="put_landing_file", status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": LandingFilePublic, "description": "An existing file was replaced"}},
+    openapi_extra={"requestBody": {"content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}}, "required": True}},
+)
+async def put_file(path: str, request: Request, caller: Caller, ctx: Context,
+                   response: Response) -> LandingFilePublic:
+    """Upload one raw file (streamed, never buffered whole); replaces a file of the same path."""
+    landed, created = await landing.write_stream(
+        ctx.landing_dir, path, request.stream(), ctx.max_upload_bytes)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return LandingFilePublic.of(landed)
+
+
+@router.get("", operation_id="list_landing_files")
+async def list_files(
+    caller: Caller, ctx: Context,
+    prefix: Annotated[str | None, Query(max_length=1024)] = None,
+) -> LandingList:
+    """What has landed, by path."""
+    files = landing.list_files(ctx.landing_dir, prefix)
+    return LandingList(files=[LandingFilePublic.of(f) for f in files])

@@ -1,0 +1,65 @@
+"""Liveness, readiness and the job state machine's diagram."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.schemas import FsmDiagram, Health
+from app.domain.states import JobStatus
+from app.watcher.fsm import diagram
+
+router = APIRouter(tags=["system"])
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+def get_checks(request: Request) -> dict[str, ReadinessCheck]:
+    checks = request.app.state.readiness
+    assert isinstance(checks, dict)
+    return checks
+
+
+@router.get("/healthz", operation_id="healthz")
+async def healthz() -> Health:
+    """The process is up."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", operation_id="readyz",
+            responses={503: {"model": Health, "description": "A dependency is unreachable"}})
+async def readyz(
+    checks: Annotated[dict[str, ReadinessCheck], Depends(get_checks)],
+) -> JSONResponse:
+    """Ready to serve: the database and the executor answer."""
+    results: dict[str, str] = {}
+    for name, check in checks.items():
+        try:
+            await check()
+            results[name] = "ok"
+        except Exception as exc:
+            results[name] = f"unavailable: {type(exc).__name__}"
+    ok = all(v == "ok" for v in results.values())
+    body = Health(status="ok" if ok else "unavailable", checks=results)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/v1/fsm", operation_id="get_fsm", tags=["jobs"])
+async def fsm(current: JobStatus | None = None) -> FsmDiagram:
+    """The job state machine as a mermaid diagram (`current` highlights one state)."""
+    return FsmDiagram(diagram=diagram(current.value if current else None),
+                      states=[s.value for s in JobStatus])
+
+
+@router.get("/metrics", operation_id="metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
+                             "description": "Prometheus text format"}})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (`strata_*`)."""
+    await request.app.state.refresh_metrics()
+    body = generate_latest(request.app.state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,129 @@
+"""Request and response bodies of the public API (separate from the tables on purpose)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.domain.params import JobParams
+from app.domain.states import JobStatus
+from app.store.landing import LandedFile
+from app.store.models import Job, JobEvent
+
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+Description = Annotated[str, Field(max_length=4000)]
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: Description | None = None
+    params: JobParams
+    suspend: bool = Field(default=False, description="Create suspended: nothing runs yet.")
+
+
+class JobUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    description: Description | None = None
+    suspend: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> JobUpdate:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of name, description, suspend")
+        if "name" in self.model_fields_set and self.name is None:
+            raise ValueError("name cannot be null")
+        if "suspend" in self.model_fields_set and self.suspend is None:
+            raise ValueError("suspend cannot be null")
+        return self
+
+
+class Condition(BaseModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    last_transition_time: datetime
+
+
+class JobPublic(BaseModel):
+    job_id: str
+    name: str
+    description: str | None
+    owner: str
+    status: JobStatus
+    suspend: bool
+    params: JobParams
+    results: dict[str, Any] = Field(
+        description="`batch`: the current task and its progress; `layers`: what each layer wrote."
+    )
+    conditions: list[Condition]
+    attempt: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+    @classmethod
+    def of(cls, job: Job) -> JobPublic:
+        return cls(
+            job_id=job.id, name=job.name, description=job.description, owner=job.owner,
+            status=JobStatus(job.status), suspend=job.suspend,
+            params=JobParams.model_validate(job.params), results=job.results,
+            conditions=[Condition.model_validate(c) for c in job.conditions],
+            attempt=job.attempt, created_at=job.created_at, updated_at=job.updated_at,
+            started_at=job.started_at, ended_at=job.ended_at,
+        )
+
+
+class JobList(BaseModel):
+    total: int
+    jobs: list[JobPublic]
+
+
+class EventPublic(BaseModel):
+    event: str
+    from_status: str | None
+    to_status: str
+    attempt: int
+    message: str
+    at: datetime
+
+    @classmethod
+    def of(cls, event: JobEvent) -> EventPublic:
+        return cls(event=event.event, from_status=event.from_status, to_status=event.to_status,
+                   attempt=event.attempt, message=event.message, at=event.at)
+
+
+class EventList(BaseModel):
+    events: list[EventPublic]
+
+
+class LandingFilePublic(BaseModel):
+    path: str
+    size: int
+    modified_at: datetime
+
+    @classmethod
+    def of(cls, landed: LandedFile) -> LandingFilePublic:
+        return cls(path=landed.path, size=landed.size, modified_at=landed.modified_at)
+
+
+class LandingList(BaseModel):
+    files: list[LandingFilePublic]
+
+
+class FsmDiagram(BaseModel):
+    format: Literal["mermaid"] = "mermaid"
+    diagram: str
+    states: list[str]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

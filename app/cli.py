@@ -1,0 +1,68 @@
+"""The `strata` command: serve, executor, migrate, openapi."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+import uvicorn
+
+from app.settings import Settings
+
+cli = typer.Typer(help="Strata: data-layer jobs over HTTP.", no_args_is_help=True,
+                  add_completion=False)
+
+
+@cli.command()
+def serve(
+    host: str | None = typer.Option(None, help="Bind address (STRATA_HOST)."),
+    port: int | None = typer.Option(None, help="Port (STRATA_PORT)."),
+) -> None:
+    """Run the API and the watcher (and the embedded executor unless STRATA_EXECUTOR_URL is set)."""
+    from app.main import create_app
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level.lower(), timeout_graceful_shutdown=20)
+
+
+@cli.command()
+def executor(
+    host: str | None = typer.Option(None, help="Bind address."),
+    port: int = typer.Option(8001, help="Port."),
+) -> None:
+    """Run a standalone executor (the BatchManager's server)."""
+    from app.executor.app import create_standalone_executor_app
+
+    settings = Settings()
+    uvicorn.run(create_standalone_executor_app(settings), host=host or settings.host, port=port,
+                log_level=settings.log_level.lower(), timeout_graceful_shutdown=20)
+
+
+@cli.command()
+def migrate(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Apply the database migrations (works from any folder)."""
+    from app.store.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@cli.command()
+def openapi() -> None:
+    """Print the API's OpenAPI document (what `openapi/openapi.json` holds)."""
+    from app.main import create_app
+
+    spec = create_app(Settings()).openapi()
+    sys.stdout.write(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""The app factory: API + watcher, and in the embedded default the executor on the same port.
+
+In the embedded default the executor app is mounted under `/executor` and the BatchManager client
+calls it over loopback HTTP, so the laptop demo runs the same code path as a cluster.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiolimiter import AsyncLimiter
+from fastapi import FastAPI
+from sqlalchemy import text
+
+import app
+from app.api.deps import ApiContext
+from app.api.errors import DOMAIN_ERROR_HANDLERS
+from app.api.routes import jobs, landing, system
+from app.api.security import TokenTable
+from app.batch.client import BatchClient, make_http_client
+from app.executor.app import ExecutorService, create_executor_app
+from app.problems import install_problem_handlers, use_problem_schemas
+from app.services.jobs import JobService
+from app.settings import Settings
+from app.store.db import create_engine, session_factory
+from app.watcher.event import StageDriver
+from app.watcher.watcher import Watcher
+
+log = logging.getLogger("strata")
+
+DESCRIPTION = """Strata runs data-layer jobs: POST a job, and a watcher moves its data through
+Landing → ODS → DWD → DWS → DS one durable stage at a time. Poll the job, read its events, and
+read the served DS rows when it has Succeeded. Errors are RFC 9457 problem+json."""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def loopback_url(settings: Settings) -> str:
+    host = settings.host
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}/executor"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    tokens = TokenTable.parse(settings.api_tokens, settings.admin_owners)
+    if tokens is None and not is_loopback(settings.host):
+        raise RuntimeError(
+            f"refusing to serve on {settings.host} without STRATA_API_TOKENS: "
+            "set tokens, or bind to 127.0.0.1"
+        )
+    landing_dir, warehouse_dir = settings.landing_path(), settings.warehouse_path()
+    landing_dir.mkdir(parents=True, exist_ok=True)
+    warehouse_dir.mkdir(parents=True, exist_ok=True)
+
+    db = create_engine(settings.database_url)
+    sessions = session_factory(db)
+    executor = (
+        ExecutorService.from_settings(settings, sessions) if settings.executor_url is None else None
+    )
+    http = make_http_client(settings.executor_url or loopback_url(settings))
+    batch = BatchClient(http, token=settings.executor_token)
+    driver = StageDriver(
+        sessions, batch, AsyncLimiter(settings.task_create_rate, 1), warehouse_dir,
+        retry_backoff=settings.retry_backoff_seconds,
+    )
+    watcher = Watcher(sessions, driver, interval=settings.watch_interval,
+                      max_workers=settings.max_workers, lease_seconds=settings.lease_seconds)
+
+    async def cancel_task(task_id: str) -> None:
+        await batch.cancel_task(task_id)
+
+    job_service = JobService(sessions, cancel_task=cancel_task, wake=watcher.wake)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if tokens is None:
+            log.warning("AUTHENTICATION IS OFF: no STRATA_API_TOKENS; serving %s only",
+                        settings.host)
+        if executor is not None:
+            await executor.start()
+        watcher.start()
+        try:
+            yield
+        finally:
+            await watcher.stop()
+            if executor is not None:
+                await executor.stop()
+            await http.aclose()
+            await db.dispose()
+
+    api = FastAPI(title="Strata", version=app.__version__, description=DESCRIPTION,
+                  lifespan=lifespan)
+    api.state.api = ApiContext(jobs=job_service, tokens=tokens, landing_dir=landing_dir,
+                               warehouse_dir=warehouse_dir,
+                               max_upload_bytes=settings.max_upload_bytes)
+    api.state.watcher = watcher
+
+    async def database_ready() -> None:
+        async with db.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def executor_ready() -> None:
+        if not await batch.healthy():
+            raise ConnectionError("executor did not answer /healthz")
+
+    api.state.readiness = {"database": database_ready, "executor": executor_ready}
+    install_problem_handlers(api, DOMAIN_ERROR_HANDLERS)
+    use_problem_schemas(api)
+    api.include_router(jobs.router)
+    api.include_router(landing.router)
+    api.include_router(system.router)
+    if executor is not None:
+        api.mount("/executor", create_executor_app(executor))
+    return api

@@ -1,0 +1,1 @@
+"""Use cases over the domain and the store, shared by the HTTP API and the watcher."""

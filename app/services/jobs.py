@@ -1,0 +1,221 @@
+"""The job resource's use cases: create (idempotently), read, change, act, delete."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.domain import conditions as cond
+from app.domain.errors import IdempotencyConflict, IllegalAction, JobNotFound, OutputNotReady
+from app.domain.params import JobParams
+from app.domain.states import STAGES, JobStatus
+from app.services.transitions import change_job, fire
+from app.store import jobs as store
+from app.store.db import transaction
+from app.store.models import Job, JobEvent
+from app.store.types import utcnow
+
+log = logging.getLogger("strata.jobs")
+
+CancelTask = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class NewJob:
+    name: str
+    params: JobParams
+    description: str | None = None
+    suspend: bool = False
+
+
+def request_hash(new: NewJob) -> str:
+    body = {"name": new.name, "description": new.description, "suspend": new.suspend,
+            "params": new.params.model_dump(mode="json")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def resume_point(job: Job) -> str:
+    """Where a retried job resumes: the first stage whose layer was not written."""
+    if job.started_at is None:
+        return JobStatus.PENDING.value
+    layers = (job.results or {}).get("layers", {})
+    for stage in STAGES:
+        if stage.layer not in layers:
+            return stage.value
+    return JobStatus.COMPLETED.value
+
+
+def running_task_id(job: Job) -> str | None:
+    batch = (job.results or {}).get("batch") or {}
+    task_id = batch.get("task_id")
+    return str(task_id) if task_id and batch.get("stage") == job.status else None
+
+
+@dataclass
+class JobService:
+    sessions: async_sessionmaker[AsyncSession]
+    cancel_task: CancelTask | None = None
+    wake: Callable[[], None] = lambda: None
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+    async def create(
+        self, owner: str, new: NewJob, idempotency_key: str | None = None
+    ) -> tuple[Job, bool]:
+        """Create a job; with an idempotency key, replay returns the first job (created=False)."""
+        digest = request_hash(new)
+        if idempotency_key is not None:
+            existing = await self._replay(owner, idempotency_key, digest)
+            if existing is not None:
+                return existing, False
+        now = self.clock()
+        job = Job(
+            id=str(uuid.uuid4()), name=new.name, description=new.description, owner=owner,
+            status=JobStatus.PENDING.value, suspend=new.suspend,
+            params=new.params.model_dump(mode="json"), results={}, conditions=[],
+            idempotency_key=idempotency_key, request_hash=digest, created_at=now, updated_at=now,
+        )
+        event = JobEvent(job_id=job.id, event="create", from_status=None,
+                         to_status=JobStatus.PENDING.value, attempt=1, message="", at=now)
+        try:
+            async with transaction(self.sessions) as session:
+                await store.insert_job(session, job, event)
+        except IntegrityError:
+            # a concurrent request with the same key won the race: answer as a replay
+            if idempotency_key is None:
+                raise
+            existing = await self._replay(owner, idempotency_key, digest)
+            if existing is None:
+                raise
+            return existing, False
+        self.wake()
+        return job, True
+
+    async def _replay(self, owner: str, key: str, digest: str) -> Job | None:
+        async with self.sessions() as session:
+            existing = await store.find_by_idempotency_key(session, owner, key)
+        if existing is not None and existing.request_hash != digest:
+            raise IdempotencyConflict(key)
+        return existing
+
+    async def get(self, owner: str | None, job_id: str) -> Job:
+        async with self.sessions() as session:
+            job = await store.get_job(session, job_id, owner)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def list_jobs(
+        self, owner: str | None, *, status: str | None, name: str | None, limit: int, offset: int
+    ) -> tuple[int, list[Job]]:
+        async with self.sessions() as session:
+            return await store.list_jobs(session, owner=owner, status=status, name=name,
+                                         limit=limit, offset=offset)
+
+    async def events(self, owner: str | None, job_id: str) -> list[JobEvent]:
+        async with self.sessions() as session:
+            if await store.get_job(session, job_id, owner) is None:
+                raise JobNotFound(job_id)
+            return await store.list_events(session, job_id)
+
+    async def update(self, owner: str | None, job_id: str, changes: dict[str, Any]) -> Job:
+        """Rename, describe, and suspend or resume (the latter two through the machine)."""
+        now = self.clock()
+
+        def apply(job: Job) -> list[JobEvent]:
+            events: list[JobEvent] = []
+            if "suspend" in changes and bool(changes["suspend"]) != job.suspend:
+                events += self._set_suspend(job, bool(changes["suspend"]), now)
+            if "name" in changes:
+                job.name = changes["name"]
+            if "description" in changes:
+                job.description = changes["description"]
+            job.updated_at = now
+            return events
+
+        job = await change_job(self.sessions, job_id, apply, owner=owner)
+        self.wake()
+        return job
+
+    def _set_suspend(self, job: Job, suspend: bool, now: datetime) -> list[JobEvent]:
+        events = fire(job, "suspend" if suspend else "resume", now)
+        job.suspend = suspend
+        job.conditions = cond.set_condition(
+            job.conditions, cond.SUSPENDED, cond.TRUE if suspend else cond.FALSE,
+            "Suspended" if suspend else "Resumed",
+            "no new stage starts until the job is resumed" if suspend else "", now)
+        return events
+
+    async def act(self, owner: str | None, job_id: str, action: str) -> Job:
+        now = self.clock()
+        task_to_cancel: list[str] = []
+
+        def apply(job: Job) -> list[JobEvent]:
+            if action in ("suspend", "resume"):
+                return self._set_suspend(job, action == "suspend", now)
+            if action == "cancel":
+                task_id = running_task_id(job)
+                events = fire(job, "cancel", now, message="cancelled by request")
+                job.ended_at = now
+                job.next_run_at = None
+                job.conditions = cond.set_condition(job.conditions, cond.CANCELLED, cond.TRUE,
+                                                    "Cancelled", "cancelled by request", now)
+                if task_id:
+                    task_to_cancel.append(task_id)
+                return events
+            if action == "retry":
+                return self._retry(job, now)
+            raise IllegalAction(action, job.status)
+
+        job = await change_job(self.sessions, job_id, apply, owner=owner)
+        for task_id in task_to_cancel:
+            await self._cancel_task(task_id)
+        self.wake()
+        return job
+
+    def _retry(self, job: Job, now: datetime) -> list[JobEvent]:
+        target = resume_point(job)
+        events = fire(job, "retry", now, message=f"resuming at {target}", resume_at=target)
+        job.attempt += 1
+        job.ended_at = None
+        job.next_run_at = None
+        job.stage_started_at = now
+        if job.started_at is not None:
+            job.started_at = now  # the job timeout counts from the retry
+        job.conditions = [
+            c for c in job.conditions
+            if c.get("type") not in (cond.FAILED, cond.CANCELLED, target)
+        ]
+        return events
+
+    async def delete(self, owner: str | None, job_id: str) -> None:
+        async with transaction(self.sessions) as session:
+            job = await store.get_job(session, job_id, owner)
+            if job is None:
+                raise JobNotFound(job_id)
+            task_id = running_task_id(job)
+            await store.delete_job(session, job)
+        if task_id:
+            await self._cancel_task(task_id)
+
+    async def _cancel_task(self, task_id: str) -> None:
+        if self.cancel_task is None:
+            return
+        try:
+            await self.cancel_task(task_id)
+        except Exception as exc:  # the job is already stopped; the executor may be down
+            log.warning("could not cancel task %s: %s", task_id, exc)
+
+    async def ensure_output(self, owner: str | None, job_id: str) -> None:
+        """Refuse to serve output of a job that has not Succeeded."""
+        job = await self.get(owner, job_id)
+        if job.status != JobStatus.SUCCEEDED.value:
+            raise OutputNotReady(job_id, job.status)

@@ -1,0 +1,63 @@
+"""Advance a job in one transaction: restore its machine, send the event, write status,
+conditions and an event row per transition, guarded by the job's version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from statemachine.exceptions import TransitionNotAllowed
+
+from app.domain.errors import IllegalAction, JobNotFound
+from app.store import jobs as store
+from app.store.db import transaction
+from app.store.models import Job, JobEvent
+from app.watcher.fsm import restore
+
+
+def fire(job: Job, event: str, now: datetime, message: str = "", **kwargs: Any) -> list[JobEvent]:
+    """Send `event` to the job's machine; return the event rows to store with the change.
+
+    Raises IllegalAction (naming the state) when the machine refuses the event.
+    """
+    machine = restore(job)
+    try:
+        machine.send(event, **kwargs)
+    except TransitionNotAllowed as exc:
+        raise IllegalAction(event, job.status) from exc
+    job.updated_at = now
+    return [
+        JobEvent(job_id=job.id, event=t.event, from_status=t.source, to_status=t.target,
+                 attempt=job.attempt, message=message[:4000], at=now)
+        for t in machine.transitions
+    ]
+
+
+async def save(session: AsyncSession, job: Job, events: list[JobEvent]) -> Job:
+    """Write the detached `job` (version-guarded) and its event rows in this transaction."""
+    await store.save_job(session, job, job.version)
+    if events:
+        await store.add_events(session, events)
+    return job
+
+
+Change = Callable[[Job], list[JobEvent]]
+
+
+async def change_job(
+    sessions: async_sessionmaker[AsyncSession],
+    job_id: str,
+    change: Change,
+    *,
+    owner: str | None = None,
+) -> Job:
+    """Load the job, apply `change` to a detached copy, save it and its events atomically."""
+    async with transaction(sessions) as session:
+        job = await store.get_job(session, job_id, owner)
+        if job is None:
+            raise JobNotFound(job_id)
+        session.expunge(job)
+        events = change(job)
+        return await save(session, job, events)

@@ -1,0 +1,104 @@
+"""The landing directory: where raw files arrive, confined so no name can leave it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+
+from app.domain.errors import LandingPathRefused
+from app.domain.params import check_relative_path
+
+MAX_PATH_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    path: str
+    size: int
+    modified_at: datetime
+
+
+def confined_path(root: Path, relative: str) -> Path:
+    """The absolute path of `relative` under `root`; refuse anything that would leave it."""
+    if len(relative) > MAX_PATH_LENGTH:
+        raise LandingPathRefused(relative[:80], "path is too long")
+    try:
+        rel = check_relative_path(relative)
+    except ValueError as exc:
+        raise LandingPathRefused(relative, str(exc)) from exc
+    if any(part.startswith(".") for part in rel.parts):
+        raise LandingPathRefused(relative, "hidden names (starting with '.') are not allowed")
+    if any(ch in relative for ch in "*?[]"):
+        raise LandingPathRefused(relative, "a file name may not contain glob characters")
+    root = root.resolve()
+    target = (root / rel).resolve()
+    if not target.is_relative_to(root) or target == root:
+        raise LandingPathRefused(relative, "path leaves the landing directory")
+    return target
+
+
+def _prepare(root: Path, relative: str) -> tuple[Path, bool]:
+    target = confined_path(root, relative)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # the parent may be a symlink made after the check: resolve again before writing
+    if not target.parent.resolve().is_relative_to(root.resolve()):
+        raise LandingPathRefused(relative, "path leaves the landing directory")
+    return target, target.exists()
+
+
+def _landed(relative: str, path: Path) -> LandedFile:
+    stat = path.stat()
+    return LandedFile(relative, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
+
+
+async def write_stream(
+    root: Path, relative: str, chunks: AsyncIterator[bytes], max_bytes: int
+) -> tuple[LandedFile, bool]:
+    """Stream `chunks` into the landing file atomically; returns (file, created)."""
+    target, existed = await anyio.to_thread.run_sync(_prepare, root, relative)
+    temp = anyio.Path(target.parent / f".upload-{uuid.uuid4().hex}")
+    written = 0
+    try:
+        async with await anyio.open_file(temp, "wb") as out:
+            async for chunk in chunks:
+                written += len(chunk)
+                if written > max_bytes:
+                    raise UploadTooLarge(max_bytes)
+                await out.write(chunk)
+        await anyio.to_thread.run_sync(os.replace, temp, target)
+    finally:
+        await temp.unlink(missing_ok=True)
+    return await anyio.to_thread.run_sync(_landed, relative, target), not existed
+
+
+class UploadTooLarge(Exception):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"upload exceeds the limit of {max_bytes} bytes")
+        self.max_bytes = max_bytes
+
+
+def list_files(root: Path, prefix: str | None = None) -> list[LandedFile]:
+    root = root.resolve()
+    if not root.is_dir():
+        return []
+    files = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            if prefix and not rel.startswith(prefix):
+                continue
+            try:
+                files.append(_landed(rel, full))
+            except OSError:
+                continue
+    return files

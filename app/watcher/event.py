@@ -1,0 +1,248 @@
+"""What each state of a job does in a tick: start, run a stage through the executor, finish.
+
+For a stage state: create the stage's task (deterministic idempotency key) if there is none for
+this attempt, poll it, record progress, and move on when it completes. A failed task is retried
+with backoff up to `retries`, then the job fails with a condition that says why. Every change is
+one version-guarded transaction, so a concurrent cancel or another replica never loses an update.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from aiolimiter import AsyncLimiter
+
+from app.batch.client import (
+    BatchClient,
+    BatchTask,
+    ExecutorUnavailable,
+    TaskNotFound,
+    TaskRejected,
+)
+from app.domain import conditions as cond
+from app.domain.errors import ConcurrentUpdate
+from app.domain.states import JobStatus, Stage, stage_of
+from app.services.transitions import fire, save
+from app.store import jobs as store
+from app.store.db import transaction
+from app.store.models import Job, JobEvent
+from app.store.types import utcnow
+from app.watcher.helper import backoff_seconds, params_of, task_key, timeout_reason
+
+log = logging.getLogger("strata.watcher")
+
+MAX_STEPS_PER_TICK = 12
+RUNNING_TASK = frozenset({"created", "processing"})
+# events after which a stage's automatic retries start counting from zero
+RETRY_RESETS = ("create", "start", "stage_done", "retry")
+
+
+@dataclass
+class StageDriver:
+    sessions: Any
+    batch: BatchClient
+    limiter: AsyncLimiter
+    warehouse_dir: Path
+    retry_backoff: float = 2.0
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+    async def advance(self, job: Job) -> Job | None:
+        """Take the job as far as it can go now; None when another writer got there first."""
+        try:
+            for _ in range(MAX_STEPS_PER_TICK):
+                before = (job.status, job.attempt)
+                job = await self._step(job)
+                if (job.status, job.attempt) == before or job.status in (
+                    JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SUCCEEDED
+                ):
+                    return job
+                if job.suspend or (job.next_run_at and job.next_run_at > self.clock()):
+                    return job
+            return job
+        except ConcurrentUpdate:
+            log.info("job %s changed concurrently; it is picked up again next tick", job.id)
+            return None
+
+    def _step(self, job: Job) -> Awaitable[Job]:
+        if job.status == JobStatus.PENDING:
+            return self._start(job)
+        if job.status == JobStatus.COMPLETED:
+            return self._complete(job)
+        stage = stage_of(job.status)
+        assert stage is not None, f"job {job.id} is not runnable in {job.status}"
+        return self._run_stage(job, stage)
+
+    async def _commit(self, job: Job, events: list[JobEvent]) -> Job:
+        async with transaction(self.sessions) as session:
+            return await save(session, job, events)
+
+    async def _start(self, job: Job) -> Job:
+        now = self.clock()
+        events = fire(job, "start", now)
+        job.started_at = job.stage_started_at = now
+        return await self._commit(job, events)
+
+    async def _run_stage(self, job: Job, stage: Stage) -> Job:
+        now = self.clock()
+        reason = timeout_reason(job, params_of(job), now)
+        if reason is not None:
+            return await self._fail(job, stage, "Timeout", reason, cancel_task=True)
+        batch = dict(job.results.get("batch") or {})
+        if not self._has_task(job, batch):
+            try:
+                task = await self._create_task(job, stage)
+            except TaskRejected as exc:
+                return await self._fail(job, stage, "TaskRejected", str(exc))
+            except ExecutorUnavailable as exc:
+                return await self._executor_down(job, exc)
+            job.results = {**job.results, "batch": self._batch_of(task)}
+            job = await self._commit(job, [])
+        task_id = str(job.results["batch"]["task_id"])
+        try:
+            task = await self.batch.get_task_status(task_id)
+        except TaskNotFound:
+            log.warning("job %s: executor lost task %s; creating it again", job.id, task_id)
+            job.results = {**job.results, "batch": {**job.results["batch"], "task_id": None}}
+            return await self._commit(job, [])
+        except ExecutorUnavailable as exc:
+            return await self._executor_down(job, exc)
+        job = self._executor_up(job, now)
+        if task.status in RUNNING_TASK:
+            return await self._record_progress(job, task)
+        if task.status == "completed":
+            return await self._stage_done(job, stage, task)
+        return await self._task_failed(job, stage, task)
+
+    def _has_task(self, job: Job, batch: dict[str, Any]) -> bool:
+        return bool(batch.get("task_id")) and batch.get("stage") == job.status and (
+            batch.get("attempt") == job.attempt)
+
+    async def _create_task(self, job: Job, stage: Stage) -> BatchTask:
+        async with self.limiter:
+            return await self.batch.create_task(
+                job_id=job.id, stage=stage.value, attempt=job.attempt,
+                idempotency_key=task_key(job.id, stage.value, job.attempt), params=job.params,
+            )
+
+    @staticmethod
+    def _batch_of(task: BatchTask) -> dict[str, Any]:
+        result = task.result or {}
+        return {
+            "task_id": task.task_id, "stage": task.stage, "attempt": task.attempt,
+            "status": task.status, "percent": round(task.progress, 2),
+            "processed": task.processed, "total": task.total,
+            "result_path": result.get("path"),
+        }
+
+    async def _record_progress(self, job: Job, task: BatchTask) -> Job:
+        batch = self._batch_of(task)
+        if batch == job.results.get("batch"):
+            return job
+        job.results = {**job.results, "batch": batch}
+        return await self._commit(job, [])
+
+    async def _stage_done(self, job: Job, stage: Stage, task: BatchTask) -> Job:
+        now = self.clock()
+        result = dict(task.result or {})
+        layer = {
+            "rows": result.get("rows", 0), "rejects": result.get("rejects", 0),
+            "deduped": result.get("deduped", 0), "path": result.get("path"),
+            "rejects_path": result.get("rejects_path"), "seconds": result.get("seconds"),
+            "task_id": task.task_id,
+        }
+        layers = {**job.results.get("layers", {}), stage.layer: layer}
+        message = f"{stage.layer}: {layer['rows']} rows"
+        if layer["rejects"]:
+            message += f", {layer['rejects']} rejects"
+        events = fire(job, "stage_done", now, message=message)
+        job.results = {**job.results, "layers": layers, "batch": self._batch_of(task)}
+        job.conditions = cond.set_condition(job.conditions, stage.value, cond.TRUE, "Done",
+                                            message, now)
+        job.attempt = 1
+        job.stage_started_at = now
+        job.next_run_at = None
+        return await self._commit(job, events)
+
+    async def _task_failed(self, job: Job, stage: Stage, task: BatchTask) -> Job:
+        error = task.error or f"task ended {task.status}"
+        async with self.sessions() as session:
+            earlier = await store.count_events_since_last(session, job.id, "retry_stage",
+                                                          RETRY_RESETS)
+        retries = params_of(job).retries
+        if earlier >= retries:
+            return await self._fail(job, stage, "StageFailed",
+                                    f"{stage.value} failed after {earlier + 1} attempt(s): {error}")
+        now = self.clock()
+        delay = backoff_seconds(earlier + 1, self.retry_backoff)
+        events = fire(job, "retry_stage", now, message=error)
+        job.attempt += 1
+        job.next_run_at = now + timedelta(seconds=delay)
+        job.conditions = cond.set_condition(
+            job.conditions, stage.value, cond.FALSE, "Retrying",
+            f"attempt {job.attempt - 1} failed: {error}; retry {earlier + 1} of {retries} "
+            f"in {delay:.1f}s", now)
+        return await self._commit(job, events)
+
+    async def _fail(
+        self, job: Job, stage: Stage | None, reason: str, message: str, *, cancel_task: bool = False
+    ) -> Job:
+        now = self.clock()
+        if cancel_task:
+            await self._cancel_running_task(job)
+        events = fire(job, "fail", now, message=message)
+        if stage is not None:
+            job.conditions = cond.set_condition(job.conditions, stage.value, cond.FALSE, reason,
+                                                message, now)
+        job.conditions = cond.set_condition(job.conditions, cond.FAILED, cond.TRUE, reason,
+                                            message, now)
+        job.ended_at = now
+        job.next_run_at = None
+        return await self._commit(job, events)
+
+    async def _cancel_running_task(self, job: Job) -> None:
+        task_id = (job.results.get("batch") or {}).get("task_id")
+        if not task_id:
+            return
+        try:
+            await self.batch.cancel_task(str(task_id))
+        except Exception as exc:
+            log.warning("job %s: could not cancel task %s: %s", job.id, task_id, exc)
+
+    async def _executor_down(self, job: Job, exc: Exception) -> Job:
+        now = self.clock()
+        current = cond.get_condition(job.conditions, cond.EXECUTOR_REACHABLE)
+        message = f"executor unavailable, waiting: {exc}"
+        if current and current.get("status") == cond.FALSE and current.get("message") == message:
+            return job
+        job.conditions = cond.set_condition(job.conditions, cond.EXECUTOR_REACHABLE, cond.FALSE,
+                                            "ExecutorUnavailable", message, now)
+        return await self._commit(job, [])
+
+    def _executor_up(self, job: Job, now: datetime) -> Job:
+        current = cond.get_condition(job.conditions, cond.EXECUTOR_REACHABLE)
+        if current and current.get("status") == cond.FALSE:
+            job.conditions = cond.set_condition(job.conditions, cond.EXECUTOR_REACHABLE, cond.TRUE,
+                                                "ExecutorAvailable", "", now)
+        return job
+
+    async def _complete(self, job: Job) -> Job:
+        now = self.clock()
+        layers = job.results.get("layers", {})
+        missing = [s.layer for s in Stage if s.layer not in layers]
+        ds_dir = self.warehouse_dir / job.id / Stage.DWS_TO_DS.layer
+        if missing or not ds_dir.is_dir():
+            what = ", ".join(missing) if missing else f"the DS folder {job.id}/ds"
+            return await self._fail(job, None, "OutputMissing", f"missing output: {what}")
+        ds = layers[Stage.DWS_TO_DS.layer]
+        events = fire(job, "succeed", now, message=f"ds: {ds.get('rows', 0)} rows")
+        job.results = {**job.results, "output": {"rows": ds.get("rows", 0), "format": "parquet",
+                                                 "url": f"/v1/jobs/{job.id}/output"}}
+        job.conditions = cond.set_condition(job.conditions, cond.SUCCEEDED, cond.TRUE,
+                                            "Succeeded", "all layers written", now)
+        job.ended_at = now
+        return await self._commit(job, events)
