@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install run test lint typecheck openapi clean
+.PHONY: install run test lint typecheck openapi soak clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,9 @@ typecheck: install
 
 openapi: install
 	$(VENV)/bin/strata openapi > openapi/openapi.json
+
+soak: install
+	$(PY) -m tests.soak --kills 50 --minutes 5 --backend postgres
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

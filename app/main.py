@@ -18,7 +18,7 @@ from sqlalchemy import text
 import app
 from app.api.deps import ApiContext
 from app.api.errors import DOMAIN_ERROR_HANDLERS
-from app.api.routes import jobs, landing, system
+from app.api.routes import jobs, landing, system, ui
 from app.api.security import TokenTable
 from app.batch.client import BatchClient, make_http_client
 from app.executor.app import ExecutorService, create_executor_app
@@ -26,6 +26,7 @@ from app.problems import install_problem_handlers, use_problem_schemas
 from app.services.jobs import JobService
 from app.settings import Settings
 from app.store.db import create_engine, session_factory
+from app.store.notify import WakeListener, asyncpg_dsn
 from app.watcher.event import StageDriver
 from app.watcher.watcher import Watcher
 
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await batch.cancel_task(task_id)
 
     job_service = JobService(sessions, cancel_task=cancel_task, wake=watcher.wake)
+    dsn = asyncpg_dsn(settings.database_url)
+    listener = WakeListener(dsn, watcher.wake) if dsn else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -93,9 +96,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if executor is not None:
             await executor.start()
         watcher.start()
+        if listener is not None:
+            listener.start()
         try:
             yield
         finally:
+            if listener is not None:
+                await listener.stop()
             await watcher.stop()
             if executor is not None:
                 await executor.stop()
@@ -123,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(jobs.router)
     api.include_router(landing.router)
     api.include_router(system.router)
+    api.include_router(ui.router)
     if executor is not None:
         api.mount("/executor", create_executor_app(executor))
     return api

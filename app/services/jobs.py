@@ -22,6 +22,7 @@ from app.services.transitions import change_job, fire
 from app.store import jobs as store
 from app.store.db import transaction
 from app.store.models import Job, JobEvent
+from app.store.notify import notify
 from app.store.types import utcnow
 
 log = logging.getLogger("strata.jobs")
@@ -88,6 +89,7 @@ class JobService:
         try:
             async with transaction(self.sessions) as session:
                 await store.insert_job(session, job, event)
+                await notify(session, f"job:{job.id}")
         except IntegrityError:
             # a concurrent request with the same key won the race: answer as a replay
             if idempotency_key is None:

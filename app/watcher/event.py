@@ -27,6 +27,7 @@ from app.batch.client import (
 from app.domain import conditions as cond
 from app.domain.errors import ConcurrentUpdate
 from app.domain.states import JobStatus, Stage, stage_of
+from app.faults import crash_point
 from app.services.transitions import fire, save
 from app.store import jobs as store
 from app.store.db import transaction
@@ -79,7 +80,12 @@ class StageDriver:
 
     async def _commit(self, job: Job, events: list[JobEvent]) -> Job:
         async with transaction(self.sessions) as session:
-            return await save(session, job, events)
+            saved = await save(session, job, events)
+            if events:
+                crash_point("before_transition_commit")
+        if events:
+            crash_point("after_transition_commit")
+        return saved
 
     async def _start(self, job: Job) -> Job:
         now = self.clock()
@@ -100,6 +106,7 @@ class StageDriver:
                 return await self._fail(job, stage, "TaskRejected", str(exc))
             except ExecutorUnavailable as exc:
                 return await self._executor_down(job, exc)
+            crash_point("after_task_create")
             job.results = {**job.results, "batch": self._batch_of(task)}
             job = await self._commit(job, [])
         task_id = str(job.results["batch"]["task_id"])

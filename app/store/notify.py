@@ -1,0 +1,86 @@
+"""Wake-ups between processes: PostgreSQL NOTIFY when a job is created or a task finishes.
+
+A notification is only a hint — the watcher still polls — so losing one costs a poll interval,
+never correctness. On SQLite there is no cross-process channel and `notify` does nothing; the
+embedded default wakes the watcher in-process instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncSession
+
+WAKE_CHANNEL = "strata_wakeup"
+log = logging.getLogger("strata.notify")
+
+
+async def notify(session: AsyncSession, payload: str) -> None:
+    """Queue a wake-up; PostgreSQL delivers it when the transaction commits."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_notify(:channel, :payload)"),
+                              {"channel": WAKE_CHANNEL, "payload": payload[:200]})
+
+
+def asyncpg_dsn(database_url: str) -> str | None:
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        return None
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class WakeListener:
+    """LISTENs on its own connection and calls `on_wake` per notification; reconnects forever."""
+
+    def __init__(self, dsn: str, on_wake: Callable[[], None], retry_seconds: float = 1.0) -> None:
+        self.dsn = dsn
+        self.on_wake = on_wake
+        self.retry_seconds = retry_seconds
+        self.connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="strata-wake-listener")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def _on_notification(self, *_: Any) -> None:
+        self.on_wake()
+
+    async def _run(self) -> None:
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=10)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _c, ev=lost: ev.set())
+                await conn.add_listener(WAKE_CHANNEL, self._on_notification)
+                self.connected.set()
+                self.on_wake()  # anything that happened while not listening
+                while not lost.is_set() and not conn.is_closed():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), timeout=5)
+                    if not conn.is_closed():
+                        await conn.execute("SELECT 1")  # notice a dead socket
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("wake listener lost its connection (%s); polling meanwhile", exc)
+            finally:
+                self.connected.clear()
+                if conn is not None and not conn.is_closed():
+                    with contextlib.suppress(Exception):
+                        await conn.close(timeout=2)
+            await asyncio.sleep(self.retry_seconds)
