@@ -1,0 +1,266 @@
+"""Every query on `executor_tasks`: create, read, claim, lease, progress, finish, cancel, recover.
+
+Each method is one transaction. Writes that race — a claim, a lease renewal, a finish, a cancel —
+are single conditional UPDATEs, so they are atomic on PostgreSQL and on SQLite alike (SQLite drops
+`FOR UPDATE SKIP LOCKED`, and several executor replicas may share one PostgreSQL).
+
+A task is *held* by a runner while its status is `processing`, `runner` names it and the lease
+has not lapsed. A task in `created`/`processing` whose lease lapsed (or never existed) is
+*orphaned*: any runner may claim it and run it again from its inputs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
+
+from app.executor.schemas import ACTIVE_STATUSES, TaskCreate, TaskStatus
+from app.store.db import transaction
+from app.store.models import ExecutorTask
+from app.store.types import utcnow
+
+_ACTIVE = sorted(ACTIVE_STATUSES)
+
+
+def _rowcount(result: Any) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _claimable(runner: str, now: datetime) -> Any:
+    """Nobody holds it: never leased, lease lapsed, or it is already ours."""
+    return or_(
+        col(ExecutorTask.runner).is_(None),
+        col(ExecutorTask.lease_expires_at).is_(None),
+        col(ExecutorTask.lease_expires_at) < now,
+        col(ExecutorTask.runner) == runner,
+    )
+
+
+def _held_by(runner: str) -> Any:
+    return and_(
+        col(ExecutorTask.runner) == runner,
+        col(ExecutorTask.status) == TaskStatus.PROCESSING.value,
+    )
+
+
+class TaskStore:
+    """The executor's repository; hands out detached `ExecutorTask` rows."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    # --- create and read -------------------------------------------------------------------
+
+    async def create_or_get(
+        self, body: TaskCreate, now: datetime | None = None
+    ) -> tuple[ExecutorTask, bool]:
+        """Insert the task, or return the one that already has its idempotency key.
+
+        Race-safe: two concurrent creates with one key both try the insert; the unique index lets
+        one win and the loser reads the winner's row back. Returns (task, created).
+        """
+        existing = await self.get_by_key(body.idempotency_key)
+        if existing is not None:
+            return existing, False
+        now = now or utcnow()
+        task = ExecutorTask(
+            id=str(uuid.uuid4()), job_id=body.job_id, stage=body.stage.value,
+            attempt=body.attempt, idempotency_key=body.idempotency_key,
+            params=body.params.model_dump(mode="json"), status=TaskStatus.CREATED.value,
+            landing_scope=body.landing_scope,
+            created_at=now, updated_at=now,
+        )
+        try:
+            async with transaction(self.sessions) as session:
+                session.add(task)
+        except IntegrityError:
+            existing = await self.get_by_key(body.idempotency_key)
+            if existing is None:  # the conflict was not on the key after all
+                raise
+            return existing, False
+        return task, True
+
+    async def get(self, task_id: str) -> ExecutorTask | None:
+        async with self.sessions() as session:
+            return await session.get(ExecutorTask, task_id)
+
+    async def get_by_key(self, idempotency_key: str) -> ExecutorTask | None:
+        query = select(ExecutorTask).where(col(ExecutorTask.idempotency_key) == idempotency_key)
+        async with self.sessions() as session:
+            return (await session.execute(query)).scalars().first()
+
+    async def list_for_job(self, job_id: str) -> list[ExecutorTask]:
+        """A job's tasks, oldest first."""
+        query = (
+            select(ExecutorTask)
+            .where(col(ExecutorTask.job_id) == job_id)
+            .order_by(col(ExecutorTask.created_at), col(ExecutorTask.id))
+        )
+        async with self.sessions() as session:
+            return list((await session.execute(query)).scalars().all())
+
+    # --- the runner's side: claim, lease, progress, finish -----------------------------------
+
+    async def claim(
+        self, task_id: str, runner: str, lease_seconds: float, now: datetime | None = None
+    ) -> ExecutorTask | None:
+        """Take the task for `runner` if it is unfinished and nobody else holds it.
+
+        The run starts from its inputs, so progress is reset. None when the task is finished,
+        cancelled, unknown, or held by another runner.
+        """
+        now = now or utcnow()
+        async with transaction(self.sessions) as session:
+            result = await session.execute(
+                update(ExecutorTask)
+                .where(
+                    col(ExecutorTask.id) == task_id,
+                    col(ExecutorTask.status).in_(_ACTIVE),
+                    _claimable(runner, now),
+                )
+                .values(
+                    runner=runner, lease_expires_at=now + timedelta(seconds=lease_seconds),
+                    status=TaskStatus.PROCESSING.value, started_at=now, updated_at=now,
+                    progress=0.0, processed=0, total=0,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(result) != 1:
+                return None
+            return await session.get(ExecutorTask, task_id, populate_existing=True)
+
+    async def renew_leases(
+        self, task_ids: Collection[str], runner: str, lease_seconds: float,
+        now: datetime | None = None,
+    ) -> set[str]:
+        """Extend the leases `runner` still holds; returns the ids it still holds."""
+        if not task_ids:
+            return set()
+        now = now or utcnow()
+        async with transaction(self.sessions) as session:
+            await session.execute(
+                update(ExecutorTask)
+                .where(col(ExecutorTask.id).in_(list(task_ids)), _held_by(runner))
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+                .execution_options(synchronize_session=False)
+            )
+            return await self._held(session, task_ids, runner)
+
+    async def held(self, task_ids: Collection[str], runner: str) -> set[str]:
+        """Which of `task_ids` `runner` still holds (not cancelled, not taken over)."""
+        if not task_ids:
+            return set()
+        async with self.sessions() as session:
+            return await self._held(session, task_ids, runner)
+
+    @staticmethod
+    async def _held(session: AsyncSession, task_ids: Collection[str], runner: str) -> set[str]:
+        query = select(col(ExecutorTask.id)).where(
+            col(ExecutorTask.id).in_(list(task_ids)), _held_by(runner)
+        )
+        return set((await session.execute(query)).scalars().all())
+
+    async def save_progress(
+        self, updates: Sequence[tuple[str, float, int, int]], runner: str,
+        now: datetime | None = None,
+    ) -> None:
+        """Write (task_id, percent, processed, total) of the tasks `runner` holds, at once."""
+        if not updates:
+            return
+        now = now or utcnow()
+        async with transaction(self.sessions) as session:
+            for task_id, percent, processed, total in updates:
+                await session.execute(
+                    update(ExecutorTask)
+                    .where(col(ExecutorTask.id) == task_id, _held_by(runner))
+                    .values(progress=percent, processed=processed, total=total, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+
+    async def finish(
+        self,
+        task_id: str,
+        runner: str,
+        status: TaskStatus,
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        progress: tuple[float, int, int] | None = None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Record how the run ended, only while `runner` still holds the task.
+
+        A task cancelled meanwhile (or taken over after a lapsed lease) is left as it is, so a
+        cancelled task never turns completed or failed. Returns whether the row was written.
+        """
+        now = now or utcnow()
+        values: dict[str, Any] = {
+            "status": status.value, "result": dict(result) if result is not None else None,
+            "error": error, "finished_at": now, "updated_at": now, "lease_expires_at": None,
+        }
+        if progress is not None:
+            values.update(progress=progress[0], processed=progress[1], total=progress[2])
+        async with transaction(self.sessions) as session:
+            written = await session.execute(
+                update(ExecutorTask)
+                .where(col(ExecutorTask.id) == task_id, _held_by(runner))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            return _rowcount(written) == 1
+
+    async def release(self, task_ids: Collection[str], runner: str) -> None:
+        """Give up held tasks unfinished, so any runner may claim them at once."""
+        if not task_ids:
+            return
+        async with transaction(self.sessions) as session:
+            await session.execute(
+                update(ExecutorTask)
+                .where(col(ExecutorTask.id).in_(list(task_ids)), _held_by(runner))
+                .values(runner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    # --- cancel and recovery -----------------------------------------------------------------
+
+    async def cancel(self, task_id: str, now: datetime | None = None) -> ExecutorTask | None:
+        """Mark an unfinished task cancelled; a finished one is left alone. None if unknown."""
+        now = now or utcnow()
+        async with transaction(self.sessions) as session:
+            await session.execute(
+                update(ExecutorTask)
+                .where(col(ExecutorTask.id) == task_id, col(ExecutorTask.status).in_(_ACTIVE))
+                .values(status=TaskStatus.CANCELLED.value, finished_at=now, updated_at=now,
+                        lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            return await session.get(ExecutorTask, task_id, populate_existing=True)
+
+    async def find_orphaned(
+        self, limit: int, *, exclude: Collection[str] = (), now: datetime | None = None
+    ) -> list[str]:
+        """Unfinished tasks nobody holds (lease lapsed or never leased), oldest first."""
+        if limit <= 0:
+            return []
+        now = now or utcnow()
+        query = (
+            select(col(ExecutorTask.id))
+            .where(
+                col(ExecutorTask.status).in_(_ACTIVE),
+                or_(col(ExecutorTask.lease_expires_at).is_(None),
+                    col(ExecutorTask.lease_expires_at) < now),
+            )
+            .order_by(col(ExecutorTask.created_at), col(ExecutorTask.id))
+            .limit(limit)
+        )
+        if exclude:
+            query = query.where(col(ExecutorTask.id).not_in(list(exclude)))
+        async with self.sessions() as session:
+            return list((await session.execute(query)).scalars().all())
