@@ -21,11 +21,15 @@ from app.api.errors import DOMAIN_ERROR_HANDLERS
 from app.api.routes import jobs, landing, system, ui
 from app.api.security import TokenTable
 from app.batch.client import BatchClient, make_http_client
+from app.domain.states import JobStatus
 from app.executor.app import ExecutorService, create_executor_app
-from app.problems import install_problem_handlers, use_problem_schemas
+from app.logs import RequestIdMiddleware
+from app.metrics import Metrics
+from app.problems import PlainErrorsAsProblems, install_problem_handlers, use_problem_schemas
 from app.services.jobs import JobService
 from app.settings import Settings
 from app.store.db import create_engine, session_factory
+from app.store.jobs import count_by_status
 from app.store.notify import WakeListener, asyncpg_dsn
 from app.watcher.event import StageDriver
 from app.watcher.watcher import Watcher
@@ -74,9 +78,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     http = make_http_client(settings.executor_url or loopback_url(settings))
     batch = BatchClient(http, token=settings.executor_token)
+    metrics = Metrics()
     driver = StageDriver(
         sessions, batch, AsyncLimiter(settings.task_create_rate, 1), warehouse_dir,
-        retry_backoff=settings.retry_backoff_seconds,
+        retry_backoff=settings.retry_backoff_seconds, metrics=metrics,
     )
     watcher = Watcher(sessions, driver, interval=settings.watch_interval,
                       max_workers=settings.max_workers, lease_seconds=settings.lease_seconds)
@@ -84,7 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def cancel_task(task_id: str) -> None:
         await batch.cancel_task(task_id)
 
-    job_service = JobService(sessions, cancel_task=cancel_task, wake=watcher.wake)
+    job_service = JobService(sessions, cancel_task=cancel_task, wake=watcher.wake,
+                             max_in_flight=settings.max_jobs_in_flight,
+                             creates_per_minute=settings.creates_per_minute, metrics=metrics)
     dsn = asyncpg_dsn(settings.database_url)
     listener = WakeListener(dsn, watcher.wake) if dsn else None
 
@@ -110,7 +117,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await db.dispose()
 
     api = FastAPI(title="Strata", version=app.__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, max_body_size=settings.max_body_bytes)
+    api.add_middleware(RequestIdMiddleware)
+    # outermost, so the body limiter's plain-text 413 becomes a problem document too
+    build_stack = api.build_middleware_stack
+    api.build_middleware_stack = lambda: PlainErrorsAsProblems(build_stack())  # type: ignore[method-assign]
     api.state.api = ApiContext(jobs=job_service, tokens=tokens, landing_dir=landing_dir,
                                warehouse_dir=warehouse_dir,
                                max_upload_bytes=settings.max_upload_bytes)
@@ -124,6 +135,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not await batch.healthy():
             raise ConnectionError("executor did not answer /healthz")
 
+    async def refresh_metrics() -> None:
+        async with sessions() as session:
+            counts = await count_by_status(session)
+        for status in JobStatus:
+            metrics.jobs_by_status.labels(status.value).set(counts.get(status.value, 0))
+        if executor is not None:
+            metrics.executor_queue_depth.set(executor.runner.queue_depth)
+            metrics.executor_running.set(executor.runner.running)
+
+    api.state.metrics = metrics
+    api.state.refresh_metrics = refresh_metrics
     api.state.readiness = {"database": database_ready, "executor": executor_ready}
     install_problem_handlers(api, DOMAIN_ERROR_HANDLERS)
     use_problem_schemas(api)

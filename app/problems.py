@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("strata.http")
@@ -136,7 +137,7 @@ def install_problem_handlers(
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "content": {PROBLEM_JSON: {}}, "description": HTTPStatus(code).phrase}
-    for code in (400, 401, 404, 409, 422)
+    for code in (400, 401, 404, 409, 413, 422, 429)
 }
 
 
@@ -165,3 +166,39 @@ def use_problem_schemas(app: FastAPI) -> None:
         return spec
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+class PlainErrorsAsProblems:
+    """Rewrites plain-text error responses made below the handlers (e.g. Starlette's body
+    limit) as problem documents, so a client only ever parses one error shape."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def rewrite(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                is_text = headers.get(b"content-type", b"").startswith(b"text/plain")
+                if message["status"] >= 400 and is_text:
+                    start = message
+                    return
+            elif start is not None and message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                status = int(start["status"])
+                detail = b"".join(chunks).decode("utf-8", "replace").strip() or None
+                response = problem_response(status, detail)
+                await response({"type": "http"}, receive, send)
+                return
+            await send(message)
+
+        await self.app(scope, receive, rewrite)

@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     retry_backoff_seconds: float = Field(
         default=2.0, ge=0, description="First wait before a failed stage is retried; doubles."
     )
+    max_jobs_in_flight: int = Field(
+        default=100, ge=1, description="Jobs one owner may have running or waiting; more → 429."
+    )
+    creates_per_minute: float = Field(
+        default=600, gt=0, description="Jobs one owner may create per minute; more → 429."
+    )
+    log_format: str = Field(default="auto", description="json, text, or auto (json unless a TTY).")
     max_workers: int = Field(default=4, ge=1, description="Jobs advanced at once per watcher.")
     watch_interval: float = Field(default=1.0, gt=0, description="Seconds between watcher ticks.")
     task_create_rate: float = Field(

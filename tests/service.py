@@ -14,7 +14,7 @@ from app.settings import Settings
 from tests.servers import free_port, serve_app
 
 
-def test_settings(database_url: str, root: Path, **overrides: Any) -> Settings:
+def service_settings(database_url: str, root: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "landing_dir": root / "landing",

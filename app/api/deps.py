@@ -9,7 +9,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.security import LOCAL_OWNER, Principal, TokenTable
+from app.api.security import Principal, TokenTable
+from app.domain.owners import LOCAL_OWNER
 from app.problems import ProblemError
 from app.services.jobs import JobService
 
@@ -25,6 +26,11 @@ class ApiContext:
     landing_dir: Path
     warehouse_dir: Path
     max_upload_bytes: int
+
+    def landing_for(self, principal: Principal) -> Path:
+        """The caller's own landing space."""
+        scope = principal.landing_scope
+        return self.landing_dir / scope if scope else self.landing_dir
 
 
 def get_context(request: Request) -> ApiContext:

@@ -15,6 +15,7 @@ from app.domain.errors import (
     JobNotFound,
     LandingPathRefused,
     OutputNotReady,
+    TooManyRequests,
 )
 from app.problems import FieldError, problem_response
 from app.store.landing import UploadTooLarge
@@ -37,3 +38,12 @@ DOMAIN_ERROR_HANDLERS: dict[type[Exception], Callable[..., Any]] = {
     LandingPathRefused: _handler(422, "Landing path refused", field="path"),
     UploadTooLarge: _handler(413, "Upload too large"),
 }
+
+
+async def _too_many(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TooManyRequests)
+    return problem_response(429, str(exc), title="Too many requests",
+                            headers={"Retry-After": str(exc.retry_after)})
+
+
+DOMAIN_ERROR_HANDLERS[TooManyRequests] = _too_many

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from app.domain.params import JobParams
 from app.domain.states import JobStatus
@@ -26,11 +27,11 @@ class JobCreate(BaseModel):
 
 
 class JobUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
-    name: Name | None = None
+    name: Name | SkipJsonSchema[None] = None
     description: Description | None = None
-    suspend: bool | None = None
+    suspend: bool | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _something(self) -> JobUpdate:

@@ -10,13 +10,17 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-LOCAL_OWNER = "local"
+from app.domain.owners import LOCAL_OWNER, landing_scope, valid_owner
 
 
 @dataclass(frozen=True)
 class Principal:
     owner: str
     admin: bool = False
+
+    @property
+    def landing_scope(self) -> str | None:
+        return landing_scope(self.owner)
 
     @property
     def scope(self) -> str | None:
@@ -43,6 +47,9 @@ class TokenTable:
             owner, sep, token = item.strip().partition("=")
             if not sep or not owner.strip() or len(token.strip()) < 8:
                 raise ValueError("STRATA_API_TOKENS must be owner=token pairs, tokens of 8+ chars")
+            if not valid_owner(owner.strip()):
+                raise ValueError(f"STRATA_API_TOKENS: {owner.strip()!r} is not a valid owner name "
+                                 f"(letters, digits, _ . -; not {LOCAL_OWNER!r})")
             pairs[owner.strip()] = token.strip()
         admin_set = frozenset(a.strip() for a in (admins or "").split(",") if a.strip())
         return cls(pairs, admin_set)

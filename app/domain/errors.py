@@ -48,3 +48,11 @@ class OutputNotReady(StrataError):
         super().__init__(f"job {job_id} has no output: it is {status}, not Succeeded")
         self.job_id = job_id
         self.status = status
+
+
+class TooManyRequests(StrataError):
+    """An owner's limit is reached; `retry_after` says when trying again makes sense."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

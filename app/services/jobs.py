@@ -11,13 +11,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from aiolimiter import AsyncLimiter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.domain import conditions as cond
-from app.domain.errors import IdempotencyConflict, IllegalAction, JobNotFound, OutputNotReady
+from app.domain.errors import (
+    IdempotencyConflict,
+    IllegalAction,
+    JobNotFound,
+    OutputNotReady,
+    TooManyRequests,
+)
 from app.domain.params import JobParams
 from app.domain.states import STAGES, JobStatus
+from app.metrics import Metrics
 from app.services.transitions import change_job, fire
 from app.store import jobs as store
 from app.store.db import transaction
@@ -67,6 +75,12 @@ class JobService:
     cancel_task: CancelTask | None = None
     wake: Callable[[], None] = lambda: None
     clock: Callable[[], datetime] = field(default=utcnow)
+    max_in_flight: int | None = None
+    """Jobs an owner may have not yet stopped; more → 429."""
+    creates_per_minute: float | None = None
+    """Creates an owner may make per minute; more → 429."""
+    metrics: Metrics = field(default_factory=Metrics)
+    _rates: dict[str, AsyncLimiter] = field(default_factory=dict)
 
     async def create(
         self, owner: str, new: NewJob, idempotency_key: str | None = None
@@ -77,6 +91,7 @@ class JobService:
             existing = await self._replay(owner, idempotency_key, digest)
             if existing is not None:
                 return existing, False
+        await self._check_limits(owner)
         now = self.clock()
         job = Job(
             id=str(uuid.uuid4()), name=new.name, description=new.description, owner=owner,
@@ -98,8 +113,25 @@ class JobService:
             if existing is None:
                 raise
             return existing, False
+        self.metrics.count_transitions([event])
         self.wake()
         return job, True
+
+    async def _check_limits(self, owner: str) -> None:
+        if self.creates_per_minute is not None:
+            limiter = self._rates.setdefault(owner, AsyncLimiter(self.creates_per_minute, 60))
+            if not limiter.has_capacity():
+                raise TooManyRequests(
+                    f"owner {owner!r} may create {self.creates_per_minute:g} jobs per minute",
+                    retry_after=max(1, round(60 / self.creates_per_minute)))
+            await limiter.acquire()
+        if self.max_in_flight is not None:
+            async with self.sessions() as session:
+                in_flight = await store.count_in_flight(session, owner)
+            if in_flight >= self.max_in_flight:
+                raise TooManyRequests(
+                    f"owner {owner!r} has {in_flight} jobs in flight, the limit is "
+                    f"{self.max_in_flight}; wait for some to finish", retry_after=5)
 
     async def _replay(self, owner: str, key: str, digest: str) -> Job | None:
         async with self.sessions() as session:
@@ -161,6 +193,7 @@ class JobService:
         task_to_cancel: list[str] = []
 
         def apply(job: Job) -> list[JobEvent]:
+            task_to_cancel.clear()  # applied again after a concurrent update
             if action in ("suspend", "resume"):
                 return self._set_suspend(job, action == "suspend", now)
             if action == "cancel":
@@ -177,7 +210,8 @@ class JobService:
                 return self._retry(job, now)
             raise IllegalAction(action, job.status)
 
-        job = await change_job(self.sessions, job_id, apply, owner=owner)
+        job = await change_job(self.sessions, job_id, apply, owner=owner,
+                               on_saved=self.metrics.count_transitions)
         for task_id in task_to_cancel:
             await self._cancel_task(task_id)
         self.wake()

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from statemachine.exceptions import TransitionNotAllowed
 
-from app.domain.errors import IllegalAction, JobNotFound
+from app.domain.errors import ConcurrentUpdate, IllegalAction, JobNotFound
 from app.store import jobs as store
 from app.store.db import transaction
 from app.store.models import Job, JobEvent
@@ -52,12 +52,28 @@ async def change_job(
     change: Change,
     *,
     owner: str | None = None,
+    attempts: int = 5,
+    on_saved: Callable[[list[JobEvent]], None] | None = None,
 ) -> Job:
-    """Load the job, apply `change` to a detached copy, save it and its events atomically."""
-    async with transaction(sessions) as session:
-        job = await store.get_job(session, job_id, owner)
-        if job is None:
-            raise JobNotFound(job_id)
-        session.expunge(job)
-        events = change(job)
-        return await save(session, job, events)
+    """Load the job, apply `change` to a detached copy, save it and its events atomically.
+
+    A concurrent writer (the watcher recording progress, say) makes the version check fail; the
+    change is then applied again to the fresh row, so a user's action never loses to a progress
+    update, and the machine judges it against the state the job really is in.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            async with transaction(sessions) as session:
+                job = await store.get_job(session, job_id, owner)
+                if job is None:
+                    raise JobNotFound(job_id)
+                session.expunge(job)
+                events = change(job)
+                saved = await save(session, job, events)
+            if on_saved is not None:
+                on_saved(events)
+            return saved
+        except ConcurrentUpdate:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")

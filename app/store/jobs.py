@@ -192,3 +192,11 @@ async def count_events_since_last(
 async def count_by_status(session: AsyncSession) -> dict[str, int]:
     query = select(col(Job.status), func.count()).group_by(col(Job.status))
     return {status: int(n) for status, n in (await session.execute(query)).all()}
+
+
+async def count_in_flight(session: AsyncSession, owner: str) -> int:
+    """Jobs of `owner` that are not stopped (the ones that use the service's capacity)."""
+    query = select(func.count()).select_from(Job).where(
+        col(Job.owner) == owner, col(Job.status).in_(sorted(RUNNABLE_STATUSES))
+    )
+    return int((await session.execute(query)).scalar_one())

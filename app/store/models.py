@@ -89,5 +89,8 @@ class ExecutorTask(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
+    landing_scope: str | None = Field(
+        default=None, max_length=64, description="The owner's folder under the landing directory."
+    )
     runner: str | None = Field(default=None, max_length=100)
     lease_expires_at: datetime | None = _ts()

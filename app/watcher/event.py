@@ -26,8 +26,10 @@ from app.batch.client import (
 )
 from app.domain import conditions as cond
 from app.domain.errors import ConcurrentUpdate
+from app.domain.owners import landing_scope
 from app.domain.states import JobStatus, Stage, stage_of
 from app.faults import crash_point
+from app.metrics import Metrics
 from app.services.transitions import fire, save
 from app.store import jobs as store
 from app.store.db import transaction
@@ -51,6 +53,7 @@ class StageDriver:
     warehouse_dir: Path
     retry_backoff: float = 2.0
     clock: Callable[[], datetime] = field(default=utcnow)
+    metrics: Metrics = field(default_factory=Metrics)
 
     async def advance(self, job: Job) -> Job | None:
         """Take the job as far as it can go now; None when another writer got there first."""
@@ -85,6 +88,7 @@ class StageDriver:
                 crash_point("before_transition_commit")
         if events:
             crash_point("after_transition_commit")
+            self.metrics.count_transitions(events)
         return saved
 
     async def _start(self, job: Job) -> Job:
@@ -103,9 +107,12 @@ class StageDriver:
             try:
                 task = await self._create_task(job, stage)
             except TaskRejected as exc:
+                self.metrics.task_create_errors.labels("rejected").inc()
                 return await self._fail(job, stage, "TaskRejected", str(exc))
             except ExecutorUnavailable as exc:
+                self.metrics.task_create_errors.labels("unavailable").inc()
                 return await self._executor_down(job, exc)
+            self.metrics.tasks_created.labels(stage.value).inc()
             crash_point("after_task_create")
             job.results = {**job.results, "batch": self._batch_of(task)}
             job = await self._commit(job, [])
@@ -113,10 +120,12 @@ class StageDriver:
         try:
             task = await self.batch.get_task_status(task_id)
         except TaskNotFound:
+            self.metrics.task_poll_errors.labels("not_found").inc()
             log.warning("job %s: executor lost task %s; creating it again", job.id, task_id)
             job.results = {**job.results, "batch": {**job.results["batch"], "task_id": None}}
             return await self._commit(job, [])
         except ExecutorUnavailable as exc:
+            self.metrics.task_poll_errors.labels("unavailable").inc()
             return await self._executor_down(job, exc)
         job = self._executor_up(job, now)
         if task.status in RUNNING_TASK:
@@ -134,6 +143,7 @@ class StageDriver:
             return await self.batch.create_task(
                 job_id=job.id, stage=stage.value, attempt=job.attempt,
                 idempotency_key=task_key(job.id, stage.value, job.attempt), params=job.params,
+                landing_scope=landing_scope(job.owner),
             )
 
     @staticmethod
@@ -167,6 +177,9 @@ class StageDriver:
         if layer["rejects"]:
             message += f", {layer['rejects']} rejects"
         events = fire(job, "stage_done", now, message=message)
+        self.metrics.stage_seconds.labels(stage.value).observe(
+            max((now - task.created_at).total_seconds(), 0.0))
+        self.metrics.rows_processed.labels(stage.layer).inc(int(layer["rows"] or 0))
         job.results = {**job.results, "layers": layers, "batch": self._batch_of(task)}
         job.conditions = cond.set_condition(job.conditions, stage.value, cond.TRUE, "Done",
                                             message, now)

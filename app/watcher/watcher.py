@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from app.metrics import Metrics
 from app.store import jobs as store
 from app.store.db import transaction
 from app.store.models import Job
@@ -44,6 +45,7 @@ class Watcher:
         claim_limit: int = 200,
         owner: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sessions = sessions
         self.driver = driver
@@ -53,6 +55,7 @@ class Watcher:
         self.claim_limit = claim_limit
         self.owner = owner or replica_id()
         self.clock = clock
+        self.metrics = metrics or driver.metrics
         self.ticks = 0
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -91,13 +94,21 @@ class Watcher:
     async def tick(self) -> int:
         """One pass: claim runnable jobs, advance each, release the claims. Returns the count."""
         self.ticks += 1
+        with self.metrics.tick_seconds.time():
+            return await self._tick()
+
+    async def _tick(self) -> int:
+        now = self.clock()
         async with transaction(self.sessions) as session:
             jobs = await store.claim_runnable(
-                session, owner=self.owner, now=self.clock(), lease_seconds=self.lease_seconds,
+                session, owner=self.owner, now=now, lease_seconds=self.lease_seconds,
                 limit=self.claim_limit,
             )
+        oldest = min((job.updated_at for job in jobs), default=now)
+        self.metrics.tick_lag.set(max((now - oldest).total_seconds(), 0.0))
         if not jobs:
             return 0
+        self.metrics.jobs_claimed.inc(len(jobs))
         pool = asyncio.Semaphore(self.max_workers)
 
         async def advance(job: Job) -> None:

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.orders_data import Dirt, generate, write_csv
-from tests.service import running_service, test_settings
+from tests.service import running_service, service_settings
 from tests.waiting import wait_for
 
 STOPPED = {"Succeeded", "Failed", "Cancelled"}
@@ -16,7 +16,7 @@ STOPPED = {"Succeeded", "Failed", "Cancelled"}
 
 @pytest.fixture
 async def service(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_service(test_settings(database_url, tmp_path)) as client:
+    async with running_service(service_settings(database_url, tmp_path)) as client:
         yield client
 
 

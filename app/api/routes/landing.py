@@ -11,11 +11,15 @@ from app.api.schemas import LandingFilePublic, LandingList
 from app.problems import PROBLEM_RESPONSES
 from app.store import landing
 
+# uploads are streamed and capped by STRATA_MAX_UPLOAD_BYTES while they are written, not by the
+# app-wide JSON body limit
+UNBOUNDED = 2**62
 router = APIRouter(prefix="/v1/landing", tags=["landing"], responses=PROBLEM_RESPONSES)
 
 
 @router.put(
     "/{path:path}", operation_id="put_landing_file", status_code=status.HTTP_201_CREATED,
+    max_body_size=UNBOUNDED,
     responses={200: {"model": LandingFilePublic, "description": "An existing file was replaced"}},
     openapi_extra={"requestBody": {"content": {"application/octet-stream": {
         "schema": {"type": "string", "format": "binary"}}}, "required": True}},
@@ -24,7 +28,7 @@ async def put_file(path: str, request: Request, caller: Caller, ctx: Context,
                    response: Response) -> LandingFilePublic:
     """Upload one raw file (streamed, never buffered whole); replaces a file of the same path."""
     landed, created = await landing.write_stream(
-        ctx.landing_dir, path, request.stream(), ctx.max_upload_bytes)
+        ctx.landing_for(caller), path, request.stream(), ctx.max_upload_bytes)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return LandingFilePublic.of(landed)
 
@@ -35,5 +39,5 @@ async def list_files(
     prefix: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> LandingList:
     """What has landed, by path."""
-    files = landing.list_files(ctx.landing_dir, prefix)
+    files = landing.list_files(ctx.landing_for(caller), prefix)
     return LandingList(files=[LandingFilePublic.of(f) for f in files])
