@@ -1,4 +1,4 @@
-"""The `strata` command: serve, executor, migrate, openapi."""
+"""The `strata` command: serve, executor, migrate, openapi, and the API client (jobs, landing)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import sys
 import typer
 import uvicorn
 
+from app.cli_client import jobs_app, landing_app
 from app.settings import Settings
 
 cli = typer.Typer(help="Strata: data-layer jobs over HTTP.", no_args_is_help=True,
                   add_completion=False)
+cli.add_typer(jobs_app, name="jobs")
+cli.add_typer(landing_app, name="landing")
 
 
 @cli.command()
@@ -24,8 +27,10 @@ def serve(
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    _configure_logging(settings)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level.lower(), timeout_graceful_shutdown=20)
+                log_level=settings.log_level.lower(), timeout_graceful_shutdown=20,
+                log_config=None)
 
 
 @cli.command()
@@ -37,8 +42,18 @@ def executor(
     from app.executor.app import create_standalone_executor_app
 
     settings = Settings()
+    _configure_logging(settings)
     uvicorn.run(create_standalone_executor_app(settings), host=host or settings.host, port=port,
-                log_level=settings.log_level.lower(), timeout_graceful_shutdown=20)
+                log_level=settings.log_level.lower(), timeout_graceful_shutdown=20,
+                log_config=None)
+
+
+def _configure_logging(settings: Settings) -> None:
+    from app.logs import configure_logging
+
+    secrets = [pair.partition("=")[2] for pair in (settings.api_tokens or "").split(",")]
+    configure_logging(settings.log_level, settings.log_format,
+                      [*secrets, settings.executor_token or ""])
 
 
 @cli.command()
