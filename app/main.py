@@ -92,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     job_service = JobService(sessions, cancel_task=cancel_task, wake=watcher.wake,
                              max_in_flight=settings.max_jobs_in_flight,
                              creates_per_minute=settings.creates_per_minute, metrics=metrics)
+    if executor is not None:
+        executor.runner.on_finished = watcher.wake
     dsn = asyncpg_dsn(settings.database_url)
     listener = WakeListener(dsn, watcher.wake) if dsn else None
 

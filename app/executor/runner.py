@@ -66,6 +66,7 @@ class _Run:
 
     task_id: str
     token: CancelToken
+    job_id: str = ""
     progress: Progress | None = None
     flushed: Progress | None = None
     reason: StopReason | None = None
@@ -118,6 +119,8 @@ class TaskRunner:
         self._slots: asyncio.Semaphore | None = None
         self._stopping = asyncio.Event()
         self._sweep_now = asyncio.Event()
+        self.on_finished: Callable[[str], None] | None = None
+        """Called with the job id when a task's end is recorded (the embedded watcher's wake)."""
         self._sync_done = asyncio.Event()
 
     # --- what the API and metrics see --------------------------------------------------------
@@ -234,7 +237,7 @@ class TaskRunner:
                                               self.clock())
                 if task is None:  # finished, cancelled, or another runner has it
                     return
-                run = _Run(task_id, CancelToken())
+                run = _Run(task_id, CancelToken(), job_id=task.job_id)
                 self._active[task_id] = run
                 if self._stopping.is_set():  # claimed while stopping: hand it straight back
                     run.stop(StopReason.SHUTDOWN)
@@ -308,6 +311,8 @@ class TaskRunner:
         )
         if written:
             log.info("task %s: %s%s", run.task_id, status.value, f": {error}" if error else "")
+            if self.on_finished is not None:
+                self.on_finished(run.job_id)
         else:
             log.info("task %s: ended %s here, but was already %s elsewhere; left as it is",
                      run.task_id, status.value, run.reason or "finished")

@@ -24,6 +24,7 @@ from sqlmodel import col
 from app.executor.schemas import ACTIVE_STATUSES, TaskCreate, TaskStatus
 from app.store.db import transaction
 from app.store.models import ExecutorTask
+from app.store.notify import notify
 from app.store.types import utcnow
 
 _ACTIVE = sorted(ACTIVE_STATUSES)
@@ -214,7 +215,13 @@ class TaskStore:
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
-            return _rowcount(written) == 1
+            if _rowcount(written) != 1:
+                return False
+            job_id = (await session.execute(
+                select(col(ExecutorTask.job_id)).where(col(ExecutorTask.id) == task_id)
+            )).scalar_one()
+            await notify(session, job_id)  # wakes the watchers of other processes for this job
+            return True
 
     async def release(self, task_ids: Collection[str], runner: str) -> None:
         """Give up held tasks unfinished, so any runner may claim them at once."""

@@ -73,7 +73,7 @@ def running_task_id(job: Job) -> str | None:
 class JobService:
     sessions: async_sessionmaker[AsyncSession]
     cancel_task: CancelTask | None = None
-    wake: Callable[[], None] = lambda: None
+    wake: Callable[[str | None], None] = field(default=lambda _job_id: None)
     clock: Callable[[], datetime] = field(default=utcnow)
     max_in_flight: int | None = None
     """Jobs an owner may have not yet stopped; more → 429."""
@@ -104,7 +104,7 @@ class JobService:
         try:
             async with transaction(self.sessions) as session:
                 await store.insert_job(session, job, event)
-                await notify(session, f"job:{job.id}")
+                await notify(session, job.id)
         except IntegrityError:
             # a concurrent request with the same key won the race: answer as a replay
             if idempotency_key is None:
@@ -114,7 +114,7 @@ class JobService:
                 raise
             return existing, False
         self.metrics.count_transitions([event])
-        self.wake()
+        self.wake(job.id)
         return job, True
 
     async def _check_limits(self, owner: str) -> None:
@@ -176,7 +176,7 @@ class JobService:
             return events
 
         job = await change_job(self.sessions, job_id, apply, owner=owner)
-        self.wake()
+        self.wake(job.id)
         return job
 
     def _set_suspend(self, job: Job, suspend: bool, now: datetime) -> list[JobEvent]:
@@ -214,7 +214,7 @@ class JobService:
                                on_saved=self.metrics.count_transitions)
         for task_id in task_to_cancel:
             await self._cancel_task(task_id)
-        self.wake()
+        self.wake(job.id)
         return job
 
     def _retry(self, job: Job, now: datetime) -> list[JobEvent]:

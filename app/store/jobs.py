@@ -112,7 +112,8 @@ def _lease_free(owner: str, now: datetime) -> Any:
 
 
 async def claim_runnable(
-    session: AsyncSession, *, owner: str, now: datetime, lease_seconds: float, limit: int
+    session: AsyncSession, *, owner: str, now: datetime, lease_seconds: float, limit: int,
+    only: Sequence[str] | None = None,
 ) -> list[Job]:
     """Lease up to `limit` runnable jobs to `owner` in one statement.
 
@@ -131,6 +132,8 @@ async def claim_runnable(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    if only is not None:
+        candidates = candidates.where(col(Job.id).in_(list(only)))
     ids = list((await session.execute(candidates)).scalars().all())
     if not ids:
         return []
@@ -152,26 +155,14 @@ async def claim_runnable(
     return list(rows)
 
 
-async def renew_leases(
-    session: AsyncSession, *, owner: str, job_ids: Sequence[str], until: datetime
-) -> None:
-    if job_ids:
-        await session.execute(
-            update(Job)
-            .where(col(Job.id).in_(job_ids), col(Job.lease_owner) == owner)
-            .values(lease_expires_at=until)
-            .execution_options(synchronize_session=False)
-        )
-
-
-async def release_leases(session: AsyncSession, *, owner: str, job_ids: Sequence[str]) -> None:
-    if job_ids:
-        await session.execute(
-            update(Job)
-            .where(col(Job.id).in_(job_ids), col(Job.lease_owner) == owner)
-            .values(lease_owner=None, lease_expires_at=None)
-            .execution_options(synchronize_session=False)
-        )
+async def release_owner_leases(session: AsyncSession, *, owner: str) -> None:
+    """Hand back every lease `owner` holds, so another replica can take the jobs at once."""
+    await session.execute(
+        update(Job)
+        .where(col(Job.lease_owner) == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def count_events_since_last(

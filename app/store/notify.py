@@ -39,7 +39,9 @@ def asyncpg_dsn(database_url: str) -> str | None:
 class WakeListener:
     """LISTENs on its own connection and calls `on_wake` per notification; reconnects forever."""
 
-    def __init__(self, dsn: str, on_wake: Callable[[], None], retry_seconds: float = 1.0) -> None:
+    def __init__(
+        self, dsn: str, on_wake: Callable[[str | None], None], retry_seconds: float = 1.0
+    ) -> None:
         self.dsn = dsn
         self.on_wake = on_wake
         self.retry_seconds = retry_seconds
@@ -56,8 +58,8 @@ class WakeListener:
                 await self._task
             self._task = None
 
-    def _on_notification(self, *_: Any) -> None:
-        self.on_wake()
+    def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        self.on_wake(payload or None)
 
     async def _run(self) -> None:
         while True:
@@ -68,7 +70,7 @@ class WakeListener:
                 conn.add_termination_listener(lambda _c, ev=lost: ev.set())
                 await conn.add_listener(WAKE_CHANNEL, self._on_notification)
                 self.connected.set()
-                self.on_wake()  # anything that happened while not listening
+                self.on_wake(None)  # anything that happened while not listening: a full pass
                 while not lost.is_set() and not conn.is_closed():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), timeout=5)

@@ -1,10 +1,13 @@
 """Claim runnable jobs and dispatch each to the stage driver, in a bounded pool.
 
-Each tick leases a batch of runnable, non-suspended jobs with one query (so queries to find work
-do not grow with the number of jobs), advances them with at most `max_workers` at once, then
-releases the leases. A tick is woken early by `wake()` (a job was created, a task finished);
-polling every `interval` seconds stays the source of truth. `stop()` lets the running tick finish,
-so every job is left at a durable state it can be resumed from.
+Each pass leases a batch of runnable, non-suspended jobs with one query (so the queries that find
+work do not grow with the number of jobs) and starts advancing every one that is not already
+being advanced here, at most `max_workers` at once. A pass does not wait for the jobs it started:
+a wake-up (a job was created, a task finished) starts the next pass at once, which is what makes
+the hop from one stage to the next take milliseconds, not a poll interval. Polling every
+`interval` seconds stays the source of truth. Leases are renewed by every pass that sees the job
+and released on a clean stop; a dead replica's leases lapse and another replica takes its jobs.
+`stop()` lets running advances finish, so every job is left at a durable state.
 """
 
 from __future__ import annotations
@@ -60,8 +63,18 @@ class Watcher:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(max_workers)
+        self._hot: set[str] = set()
+        self._hot_later: set[str] = set()
+        self._full_pass = True
 
-    def wake(self) -> None:
+    def wake(self, job_id: str | None = None) -> None:
+        """Look at `job_id` now (a job was created, its task finished); None: at every job."""
+        if job_id is None:
+            self._full_pass = True
+        else:
+            self._hot.add(job_id)
         self._wake.set()
 
     def start(self) -> None:
@@ -69,58 +82,82 @@ class Watcher:
             self._task = asyncio.create_task(self._run(), name="strata-watcher")
 
     async def stop(self) -> None:
-        """Finish the running tick, then stop."""
+        """Stop dispatching, let running advances finish, and hand back this replica's leases."""
         self._stopping.set()
         self._wake.set()
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._inflight:
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        try:
+            async with transaction(self.sessions) as session:
+                await store.release_owner_leases(session, owner=self.owner)
+        except Exception as exc:  # the leases lapse on their own
+            log.warning("could not release leases on stop: %s", exc)
 
     async def _run(self) -> None:
         failures = 0
+        self._full_pass = True
         while not self._stopping.is_set():
             self._wake.clear()
+            hot, self._hot = self._hot, set()
+            full, self._full_pass = self._full_pass, False
             try:
-                await self.tick()
+                await self.dispatch(None if full or not hot else hot)
                 failures = 0
             except Exception:
                 failures += 1
-                log.exception("watcher tick failed (%d in a row); trying again", failures)
+                log.exception("watcher pass failed (%d in a row); trying again", failures)
             delay = self.interval if failures == 0 else min(self.interval * 2**failures, 30.0)
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            except TimeoutError:
+                self._full_pass = True  # the poll: every runnable job is looked at
 
     async def tick(self) -> int:
-        """One pass: claim runnable jobs, advance each, release the claims. Returns the count."""
+        """One pass that also waits for the advances it started (for tests and benchmarks)."""
+        started = await self.dispatch()
+        if started:
+            await asyncio.gather(*started)
+        return len(started)
+
+    async def dispatch(self, only: set[str] | None = None) -> list[asyncio.Task[None]]:
+        """Claim runnable jobs (all, or `only` these) and advance those not in flight here."""
         self.ticks += 1
         with self.metrics.tick_seconds.time():
-            return await self._tick()
-
-    async def _tick(self) -> int:
-        now = self.clock()
-        async with transaction(self.sessions) as session:
-            jobs = await store.claim_runnable(
-                session, owner=self.owner, now=now, lease_seconds=self.lease_seconds,
-                limit=self.claim_limit,
-            )
-        oldest = min((job.updated_at for job in jobs), default=now)
-        self.metrics.tick_lag.set(max((now - oldest).total_seconds(), 0.0))
-        if not jobs:
-            return 0
-        self.metrics.jobs_claimed.inc(len(jobs))
-        pool = asyncio.Semaphore(self.max_workers)
-
-        async def advance(job: Job) -> None:
-            async with pool:
-                try:
-                    await self.driver.advance(job)
-                except Exception:
-                    log.exception("job %s: advancing failed; it is retried next tick", job.id)
-
-        async with asyncio.TaskGroup() as group:
+            now = self.clock()
+            async with transaction(self.sessions) as session:
+                jobs = await store.claim_runnable(
+                    session, owner=self.owner, now=now, lease_seconds=self.lease_seconds,
+                    limit=self.claim_limit, only=sorted(only) if only is not None else None,
+                )
+            oldest = min((job.updated_at for job in jobs), default=now)
+            self.metrics.tick_lag.set(max((now - oldest).total_seconds(), 0.0))
+            started = []
             for job in jobs:
-                group.create_task(advance(job))
-        async with transaction(self.sessions) as session:
-            await store.release_leases(session, owner=self.owner, job_ids=[j.id for j in jobs])
-        return len(jobs)
+                if job.id in self._inflight:
+                    if only is not None:
+                        self._hot_later.add(job.id)  # look again when its advance ends
+                    continue
+                task = asyncio.create_task(self._advance(job),
+                                           name=f"advance-{job.id}")
+                self._inflight[job.id] = task
+                started.append(task)
+            self.metrics.jobs_claimed.inc(len(started))
+            return started
+
+    async def _advance(self, job: Job) -> None:
+        try:
+            async with self._slots:
+                await self.driver.advance(job)
+        except Exception:
+            log.exception("job %s: advancing failed; it is retried on the next pass", job.id,
+                          extra={"job_id": job.id})
+        finally:
+            self._inflight.pop(job.id, None)
+            if job.id in self._hot_later:
+                # a wake-up came while this job was busy and its pass skipped it: look again
+                self._hot_later.discard(job.id)
+                self.wake(job.id)
