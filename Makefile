@@ -3,8 +3,9 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install run test lint typecheck openapi soak clean
+.PHONY: install run test e2e bench soak lint typecheck openapi clean
 
+## install: .venv with Strata and its dev tools (.venv/bin/strata)
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -13,27 +14,44 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[dev]'
 	touch $@
 
+## the Spark engine's tests need PySpark (Java is on the machine)
+$(VENV)/.spark: $(VENV)/.installed
+	$(PIP) install -q -e '.[dev,spark]'
+	touch $@
+
+## run: migrate and serve the embedded default on 127.0.0.1:8000
 run: install
 	$(VENV)/bin/strata migrate
 	$(VENV)/bin/strata serve
 
-test: install
+## test: lint, types, and the whole suite on SQLite and PostgreSQL
+test: install $(VENV)/.spark
 	$(VENV)/bin/ruff check app tests migrations
 	$(VENV)/bin/mypy app
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not e2e"
+
+## e2e: the dashboard in headless Chromium (installs Debian's chromium if missing)
+e2e: install
+	bash .ci/e2e-setup.sh
+	$(VENV)/bin/pytest -m e2e
+
+## bench: benchmarks against the hand-written baselines; writes docs/benchmarks.md
+bench: install
+	$(PY) -m bench
+
+## soak: randomized SIGKILLs of a running service for minutes; writes docs/soak.md
+soak: install
+	$(PY) -m tests.soak --kills 50 --minutes 5 --backend postgres
 
 lint: install
 	$(VENV)/bin/ruff check app tests migrations
-	$(VENV)/bin/ruff format --check app tests migrations
 
 typecheck: install
 	$(VENV)/bin/mypy app
 
+## openapi: regenerate openapi/openapi.json from the app
 openapi: install
 	$(VENV)/bin/strata openapi > openapi/openapi.json
 
-soak: install
-	$(PY) -m tests.soak --kills 50 --minutes 5 --backend postgres
-
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache test-artifacts
