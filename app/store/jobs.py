@@ -103,6 +103,14 @@ async def delete_job(session: AsyncSession, job: Job) -> None:
     await session.flush()
 
 
+def _runnable(now: datetime) -> tuple[Any, ...]:
+    return (
+        col(Job.status).in_(sorted(RUNNABLE_STATUSES)),
+        col(Job.suspend).is_(False),
+        or_(col(Job.next_run_at).is_(None), col(Job.next_run_at) <= now),
+    )
+
+
 def _lease_free(owner: str, now: datetime) -> Any:
     return or_(
         col(Job.lease_expires_at).is_(None),
@@ -122,12 +130,7 @@ async def claim_runnable(
     """
     candidates = (
         select(col(Job.id))
-        .where(
-            col(Job.status).in_(sorted(RUNNABLE_STATUSES)),
-            col(Job.suspend).is_(False),
-            or_(col(Job.next_run_at).is_(None), col(Job.next_run_at) <= now),
-            _lease_free(owner, now),
-        )
+        .where(*_runnable(now), _lease_free(owner, now))
         .order_by(col(Job.updated_at))
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -138,11 +141,11 @@ async def claim_runnable(
     if not ids:
         return []
     until = now + timedelta(seconds=lease_seconds)
-    # the lease predicate is repeated so that, where the engine ignores the row locks, a job
-    # another replica claimed in between is not taken over
+    # the predicates are repeated so that, where the engine ignores the row locks (SQLite), a job
+    # another replica claimed, or a user cancelled, in between is not taken
     await session.execute(
         update(Job)
-        .where(col(Job.id).in_(ids), _lease_free(owner, now))
+        .where(col(Job.id).in_(ids), *_runnable(now), _lease_free(owner, now))
         .values(lease_owner=owner, lease_expires_at=until)
         .execution_options(synchronize_session=False)
     )

@@ -9,7 +9,7 @@ one version-guarded transaction, so a concurrent cancel or another replica never
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ from app.batch.client import (
 from app.domain import conditions as cond
 from app.domain.errors import ConcurrentUpdate
 from app.domain.owners import landing_scope
-from app.domain.states import JobStatus, Stage, stage_of
+from app.domain.states import RUNNABLE_STATUSES, JobStatus, Stage, stage_of
 from app.faults import crash_point
 from app.metrics import Metrics
 from app.services.transitions import fire, save
@@ -72,14 +72,16 @@ class StageDriver:
             log.info("job %s changed concurrently; it is picked up again next tick", job.id)
             return None
 
-    def _step(self, job: Job) -> Awaitable[Job]:
+    async def _step(self, job: Job) -> Job:
+        if job.status not in RUNNABLE_STATUSES or job.suspend:
+            return job  # changed by a user since it was claimed: nothing to do
         if job.status == JobStatus.PENDING:
-            return self._start(job)
+            return await self._start(job)
         if job.status == JobStatus.COMPLETED:
-            return self._complete(job)
+            return await self._complete(job)
         stage = stage_of(job.status)
         assert stage is not None, f"job {job.id} is not runnable in {job.status}"
-        return self._run_stage(job, stage)
+        return await self._run_stage(job, stage)
 
     async def _commit(self, job: Job, events: list[JobEvent]) -> Job:
         async with transaction(self.sessions) as session:
