@@ -7,21 +7,50 @@ carry. Bearer tokens and configured secrets never reach a log line.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
 import re
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+job_context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
+    "job_context", default=MappingProxyType({}))
 
 CONTEXT_FIELDS = ("job_id", "stage", "task_id", "owner")
+
+
+@contextlib.contextmanager
+def bound(**fields: str | None) -> Iterator[None]:
+    """Every log line inside the block carries these fields (job_id, stage, task_id…)."""
+    values = {k: v for k, v in fields.items() if v is not None}
+    token = job_context.set({**job_context.get(), **values})
+    try:
+        yield
+    finally:
+        job_context.reset(token)
+
+
+def bind(**fields: str | None) -> None:
+    """Add fields to the current block's context (e.g. the task id once it is known)."""
+    job_context.set({**job_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+
+
+def _context_of(record: logging.LogRecord) -> dict[str, object]:
+    found: dict[str, object] = dict(job_context.get())
+    for name in CONTEXT_FIELDS:
+        value = getattr(record, name, None)
+        if value is not None:
+            found[name] = value
+    return found
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 
 
@@ -55,10 +84,7 @@ class JsonFormatter(logging.Formatter):
         rid = request_id.get()
         if rid:
             entry["request_id"] = rid
-        for name in CONTEXT_FIELDS:
-            value = getattr(record, name, None)
-            if value is not None:
-                entry[name] = value
+        entry.update(_context_of(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -67,8 +93,7 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        context = " ".join(f"{n}={getattr(record, n)}" for n in CONTEXT_FIELDS
-                           if getattr(record, n, None) is not None)
+        context = " ".join(f"{k}={v}" for k, v in _context_of(record).items())
         rid = request_id.get()
         if rid:
             context = f"request_id={rid} {context}".strip()

@@ -24,6 +24,7 @@ import httpx
 
 from tests.databases import PostgresDatabases, SqliteDatabases
 from tests.orders_data import Dirt, generate, write_csv
+from tests.outputs import same_rows
 from tests.processes import StrataProcess, service_env
 from tests.servers import free_port
 from tests.waiting import wait_for
@@ -48,15 +49,15 @@ async def submit(api: httpx.AsyncClient, spec: dict[str, Any], key: str) -> str:
     raise RuntimeError("could not submit")
 
 
-def prepare_database(backend: str, root: Path) -> str:
+def prepare_database(backend: str, root: Path) -> tuple[str, PostgresDatabases | None]:
     """A fresh migrated database (blocking: Alembic runs its own event loop)."""
     if backend == "postgres":
         pg = PostgresDatabases()
         pg.setup()
-        return pg.new()
+        return pg.new(), pg
     sqlite = SqliteDatabases(root)
     sqlite.setup()
-    return sqlite.new(root)
+    return sqlite.new(root), None
 
 
 async def run(args: argparse.Namespace, url: str, root: Path) -> dict[str, Any]:
@@ -105,7 +106,10 @@ async def run(args: argparse.Namespace, url: str, root: Path) -> dict[str, Any]:
         if job["status"] == "Succeeded":
             rows = (await api.get(f"/v1/jobs/{job_id}/output",
                                   params={"limit": 1_000_000})).json()
-            wrong_output += rows != expected
+            if not same_rows(rows, expected):
+                wrong_output += 1
+                bad = root / f"wrong-{job_id}.json"
+                bad.write_text(json.dumps({"job": job, "rows": rows, "expected": expected}))
         tasks = (await api.get("/executor/v1/tasks", params={"job_id": job_id})).json()["tasks"]
         completed = Counter(t["stage"] for t in tasks if t["status"] == "completed")
         duplicated += any(n > 1 for n in completed.values())
@@ -133,7 +137,12 @@ def main() -> None:
     parser.add_argument("--summary", type=Path, default=Path("docs/soak.md"))
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="strata-soak-"))
-    result = asyncio.run(run(args, prepare_database(args.backend, root), root))
+    url, pg = prepare_database(args.backend, root)
+    try:
+        result = asyncio.run(run(args, url, root))
+    finally:
+        if pg is not None:
+            pg.teardown()
     print(json.dumps(result, indent=2))
     ok = result["lost"] == 0 and result["wrong_output"] == 0 and result[
         "duplicated_stage_runs"] == 0

@@ -40,6 +40,7 @@ from app.executor.engine.base import (
 )
 from app.executor.schemas import TaskStatus
 from app.executor.tasks import TaskStore
+from app.logs import bind
 from app.store.models import ExecutorTask
 from app.store.types import utcnow
 
@@ -254,6 +255,7 @@ class TaskRunner:
             self._sweep_now.set()
 
     async def _execute(self, task: ExecutorTask, run: _Run) -> None:
+        bind(job_id=task.job_id, stage=task.stage, task_id=task.id)
         try:
             request = self._request_of(task)
         except ValueError as exc:

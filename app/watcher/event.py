@@ -29,6 +29,7 @@ from app.domain.errors import ConcurrentUpdate
 from app.domain.owners import landing_scope
 from app.domain.states import RUNNABLE_STATUSES, JobStatus, Stage, stage_of
 from app.faults import crash_point
+from app.logs import bind
 from app.metrics import Metrics
 from app.services.transitions import fire, save
 from app.store import jobs as store
@@ -119,6 +120,7 @@ class StageDriver:
             job.results = {**job.results, "batch": self._batch_of(task)}
             job = await self._commit(job, [])
         task_id = str(job.results["batch"]["task_id"])
+        bind(stage=stage.value, task_id=task_id)
         try:
             task = await self.batch.get_task_status(task_id)
         except TaskNotFound:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from app.logs import bound
 from app.metrics import Metrics
 from app.store import jobs as store
 from app.store.db import transaction
@@ -151,7 +152,8 @@ class Watcher:
     async def _advance(self, job: Job) -> None:
         try:
             async with self._slots:
-                await self.driver.advance(job)
+                with bound(job_id=job.id, stage=job.status):
+                    await self.driver.advance(job)
         except Exception:
             log.exception("job %s: advancing failed; it is retried on the next pass", job.id,
                           extra={"job_id": job.id})

@@ -104,3 +104,16 @@ def test_the_service_refuses_to_run_without_tokens_off_loopback(tmp_path: Path) 
                              host="0.0.0.0")
     with pytest.raises(RuntimeError, match="without STRATA_API_TOKENS"):
         create_app(settings)
+
+
+def test_log_lines_about_a_job_carry_its_ids() -> None:
+    import json
+
+    from app.logs import JsonFormatter, bind, bound
+
+    record = logging.LogRecord("strata.watcher", logging.INFO, __file__, 1, "moved on", None, None)
+    with bound(job_id="j-1", stage="ODSToDWD"):
+        bind(task_id="t-9")
+        line = json.loads(JsonFormatter().format(record))
+    assert (line["job_id"], line["stage"], line["task_id"]) == ("j-1", "ODSToDWD", "t-9")
+    assert "job_id" not in json.loads(JsonFormatter().format(record))
