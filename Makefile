@@ -41,7 +41,7 @@ bench: install
 
 ## soak: randomized SIGKILLs of a running service for minutes; writes docs/soak.md
 soak: install
-	$(PY) -m tests.soak --kills 50 --minutes 5 --backend postgres
+	$(PY) -m tests.soak --kills 50 --minutes 5 --rows 20000 --backend postgres
 
 lint: install
 	$(VENV)/bin/ruff check app tests migrations
