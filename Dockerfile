@@ -24,7 +24,7 @@ RUN groupadd --system --gid 10001 strata \
     && mkdir -p /data/landing /data/warehouse \
     && chown -R strata:strata /data
 COPY --from=build /opt/strata /opt/strata
-USER strata
+USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8000

@@ -28,6 +28,7 @@ run: install
 test: install $(VENV)/.spark
 	$(VENV)/bin/ruff check app tests migrations
 	$(VENV)/bin/mypy app
+	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/pytest -m "not e2e"
 
 ## e2e: the dashboard in headless Chromium (installs Debian's chromium if missing)
