@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -98,7 +99,9 @@ class SparkEngine:
     name = "spark"
 
     def __init__(
-        self, master: str = "local[2]", app_name: str = "strata",
+        self,
+        master: str = "local[2]",
+        app_name: str = "strata",
         conf: Mapping[str, str] | None = None,
     ) -> None:
         self.master = master
@@ -150,12 +153,14 @@ class SparkEngine:
         conf = dict(DEFAULT_CONF)
         if self.master.startswith("local"):
             conf.update(LOCAL_CONF)
+        # Spark creates its (unused) catalog folder in the working directory unless told where
+        conf["spark.sql.warehouse.dir"] = str(Path(tempfile.gettempdir()) / "strata-spark-catalog")
         conf.update(self.conf)
         builder = SparkSession.builder.appName(self.app_name)
         if self.is_connect:
             spark = builder.remote(self.master).getOrCreate()
             for key, value in conf.items():  # over Connect only runtime SQL settings apply
-                if key.startswith("spark.sql."):
+                if key.startswith("spark.sql.") and spark.conf.isModifiable(key):
                     spark.conf.set(key, value)
             spark.registerProgressHandler(self._on_connect_progress)  # type: ignore[arg-type]
             return spark
@@ -165,8 +170,8 @@ class SparkEngine:
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # read when the JVM starts
         spark = builder.master(self.master).getOrCreate()
         for key, value in conf.items():
-            if key.startswith("spark.sql."):
-                spark.conf.set(key, value)
+            if key.startswith("spark.sql.") and spark.conf.isModifiable(key):
+                spark.conf.set(key, value)  # also when getOrCreate found a running session
         context = spark.sparkContext
         context.setLogLevel(conf.get("strata.spark.log_level", "ERROR"))
         for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
@@ -233,22 +238,30 @@ class SparkEngine:
         )
 
     def _execute(
-        self, spark: Any, stage: _Stage, plan: _Plan, files: list[_LandingFile],
-        parts: list[Path], watcher: _ProgressWatcher, cancel: CancelToken,
+        self,
+        spark: Any,
+        stage: _Stage,
+        plan: _Plan,
+        files: list[_LandingFile],
+        parts: list[Path],
+        watcher: _ProgressWatcher,
+        cancel: CancelToken,
     ) -> tuple[_Counts | None, _Total]:
         from pyspark.sql import functions as F
 
         views: list[str] = []
-        cached: list[Any] = []
         try:
             if files:
                 total = _Total(_estimate_lines(files, stage.request.params.source), exact=False)
                 watcher.total = total.rows
                 watcher.band(0.0, 30.0)  # the lineage pass reads every landing file once
                 source = _read_landing(spark, stage.request.params.source, files)
-                source = _with_lineage(spark, source, files,
-                                       parse_all=bool(stage.request.params.source.options.get(
-                                           "ignore_errors")))
+                source = _with_lineage(
+                    spark,
+                    source,
+                    files,
+                    parse_all=bool(stage.request.params.source.options.get("ignore_errors")),
+                )
                 _check_lineage_names(stage, source.columns)
                 bands = [(30.0, 70.0)]
             else:
@@ -267,35 +280,35 @@ class SparkEngine:
                 _write(frame, stage.out_dir, single=plan.ordered)
                 return None, total
 
-            # the rows after sql, once: dedupe rank and reject reason of every row, persisted
+            # dedupe rank and reject reason of every row after sql, counted on the way through
+            # the first write (recomputing for the rejects is cheaper than caching every row)
             if plan.keys and not plan.order_by:
                 frame = frame.withColumn(_SEQUENCE, F.monotonically_increasing_id())
             frame.createOrReplaceTempView(stage.stage_view)
             views.append(stage.stage_view)
             staged = spark.sql(_staging_sql(stage.stage_view, plan)).drop(_SEQUENCE)
-            staged = staged.persist(_storage_level())
-            cached.append(staged)
-            watcher.band(start, width * 0.6)
-            counts = _count(staged, plan)
-            cancel.raise_if_cancelled()
+            observation, staged = _observe(staged, plan)
             kept = staged.where(F.col(_ROW_NUMBER) == 1) if plan.keys else staged
             kept = kept.drop(_ROW_NUMBER)
-            if not plan.checks:
-                watcher.band(start + width * 0.6, width * 0.4)
-                _write(kept, stage.out_dir, single=plan.ordered)
-                return counts, total
-            watcher.band(start + width * 0.6, width * 0.3)
-            _write(kept.where(F.col(REJECT_REASON).isNull()).drop(REJECT_REASON),
-                   stage.out_dir, single=plan.ordered)
-            cancel.raise_if_cancelled()
-            watcher.band(start + width * 0.9, width * 0.1)
-            _write(kept.where(F.col(REJECT_REASON).isNotNull()), stage.rejects_out,
-                   single=plan.ordered)
+            first = (start, width * 0.8) if plan.checks else (start, width)
+            watcher.band(*first)
+            passed = (
+                kept.where(F.col(REJECT_REASON).isNull()).drop(REJECT_REASON)
+                if plan.checks
+                else kept
+            )
+            _write(passed, stage.out_dir, single=plan.ordered)
+            counts = _observed_counts(observation, plan)
+            if plan.checks:
+                cancel.raise_if_cancelled()
+                watcher.band(start + width * 0.8, width * 0.2)
+                _write(
+                    kept.where(F.col(REJECT_REASON).isNotNull()),
+                    stage.rejects_out,
+                    single=plan.ordered,
+                )
             return counts, total
         finally:
-            for frame in cached:
-                with suppress(Exception):
-                    frame.unpersist()
             for view in views:
                 with suppress(Exception):
                     spark.catalog.dropTempView(view)
@@ -383,8 +396,7 @@ def _compile(spec: Layer, stage: _Stage) -> _Plan:
         raise StageFailed(
             "the Spark engine needs sqlglot: install Strata with the 'spark' extra"
         ) from None
-    names = {"layer": stage.layer, "input_layer": stage.input_layer,
-             "relation": stage.input_view}
+    names = {"layer": stage.layer, "input_layer": stage.input_layer, "relation": stage.input_view}
     query = compile_query(spec.sql, **names) if spec.sql and spec.sql.strip() else None
     keys: tuple[str, ...] = ()
     order_by = None
@@ -418,17 +430,23 @@ def _staging_sql(view: str, plan: _Plan) -> str:
     return f"SELECT {', '.join(columns)} FROM {view}"
 
 
-def _count(staged: Any, plan: _Plan) -> _Counts:
+def _observe(staged: Any, plan: _Plan) -> tuple[Any, Any]:
+    """Count the rows after sql (and the dedupe winners) as the first write streams them."""
+    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    if not plan.keys:
-        rows = int(staged.count())
-        return _Counts(after_sql=rows, kept=rows)
-    row = staged.agg(
-        F.count(F.lit(1)).alias("after_sql"),
-        F.coalesce(F.sum((F.col(_ROW_NUMBER) == 1).cast("long")), F.lit(0)).alias("kept"),
-    ).collect()[0]
-    return _Counts(after_sql=int(row["after_sql"]), kept=int(row["kept"]))
+    observation = Observation(f"strata-{uuid.uuid4().hex[:12]}")
+    metrics = [F.count(F.lit(1)).alias("after_sql")]
+    if plan.keys:
+        metrics.append(F.sum((F.col(_ROW_NUMBER) == 1).cast("long")).alias("kept"))
+    return observation, staged.observe(observation, *metrics)
+
+
+def _observed_counts(observation: Any, plan: _Plan) -> _Counts:
+    values = observation.get
+    after_sql = int(values.get("after_sql") or 0)
+    kept = int(values.get("kept") or 0) if plan.keys else after_sql
+    return _Counts(after_sql=after_sql, kept=kept)
 
 
 def _check_output_columns(layer: str, columns: list[str], *, with_checks: bool) -> None:
@@ -438,8 +456,9 @@ def _check_output_columns(layer: str, columns: list[str], *, with_checks: bool) 
                 f"layer {layer}: column name '{column}' is reserved (prefix {_INTERNAL_PREFIX})"
             )
         if with_checks and column.lower() == REJECT_REASON:
-            raise StageFailed(f"layer {layer}: column name '{REJECT_REASON}' is reserved for "
-                              "rejects")
+            raise StageFailed(
+                f"layer {layer}: column name '{REJECT_REASON}' is reserved for rejects"
+            )
 
 
 def _check_lineage_names(stage: _Stage, columns: list[str]) -> None:
@@ -545,8 +564,9 @@ class _Reporter:
                 return
             self._last = percent
         try:
-            self._sink(Progress(percent=round(min(percent, 100.0), 2), processed=processed,
-                                total=total))
+            self._sink(
+                Progress(percent=round(min(percent, 100.0), 2), processed=processed, total=total)
+            )
         except Exception:
             log.exception("progress callback failed")
 
@@ -560,8 +580,13 @@ class _ProgressWatcher:
     job more than seen so far is assumed to come, so a band never looks finished before it is.
     """
 
-    def __init__(self, poll: Callable[[], dict[Any, tuple[int, int, bool]]], progress: _Reporter,
-                 cancel: CancelToken, interrupt: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        poll: Callable[[], dict[Any, tuple[int, int, bool]]],
+        progress: _Reporter,
+        cancel: CancelToken,
+        interrupt: Callable[[], Any],
+    ) -> None:
         self._poll = poll
         self._progress = progress
         self._cancel = cancel
@@ -617,8 +642,9 @@ class _ProgressWatcher:
         if percent <= 0:
             return
         percent = min(percent, 99.0)
-        self._progress.report(percent, processed=min(self.total, int(self.total * percent / 100)),
-                              total=self.total)
+        self._progress.report(
+            percent, processed=min(self.total, int(self.total * percent / 100)), total=self.total
+        )
 
 
 def _group_tasks(context: Any, group: str) -> dict[Any, tuple[int, int, bool]]:
@@ -650,7 +676,9 @@ class _ConnectProgress:
         stages = list(stages or ())
         with self._lock:
             self._operations[operation_id] = (
-                sum(s.num_completed_tasks for s in stages), sum(s.num_tasks for s in stages), done
+                sum(s.num_completed_tasks for s in stages),
+                sum(s.num_tasks for s in stages),
+                done,
             )
 
     def snapshot(self) -> dict[Any, tuple[int, int, bool]]:
@@ -672,8 +700,7 @@ def _landing_files(request: StageRequest) -> list[_LandingFile]:
     if not landing.is_dir():
         raise StageFailed("the landing directory does not exist")
     try:
-        matches = sorted(landing.glob(source.path),
-                         key=lambda p: p.relative_to(landing).as_posix())
+        matches = sorted(landing.glob(source.path), key=lambda p: p.relative_to(landing).as_posix())
     except (ValueError, NotImplementedError) as exc:
         raise StageFailed(f"source path {source.path!r}: {exc}") from None
     files = []
@@ -684,13 +711,13 @@ def _landing_files(request: StageRequest) -> list[_LandingFile]:
         except (OSError, RuntimeError):
             raise StageFailed(f"source file '{name}' cannot be resolved") from None
         if not resolved.is_relative_to(landing):
-            raise StageFailed(f"source file '{name}' points outside the landing directory; "
-                              "refused")
+            raise StageFailed(f"source file '{name}' points outside the landing directory; refused")
         if not resolved.is_file():
             continue
         if _GLOB_CHARS.search(str(resolved)):
-            raise StageFailed(f"source file '{name}': file names with glob characters "
-                              "(*?[]{}\\) cannot be read")
+            raise StageFailed(
+                f"source file '{name}': file names with glob characters (*?[]{{}}\\) cannot be read"
+            )
         files.append(_LandingFile(resolved, name))
     if not files:
         raise StageFailed(f"source path '{source.path}' matched no files in the landing directory")
@@ -702,12 +729,16 @@ def _layer_parts(stage: _Stage) -> list[Path]:
     previous = _PREVIOUS_STAGE[stage.input_layer]
     job_id = stage.request.job_id
     if not folder.is_dir():
-        raise StageFailed(f"input layer '{stage.input_layer}' of job {job_id} is missing; "
-                          f"run {previous.value} first")
+        raise StageFailed(
+            f"input layer '{stage.input_layer}' of job {job_id} is missing; "
+            f"run {previous.value} first"
+        )
     parts = sorted(p.resolve() for p in folder.glob("*.parquet"))
     if not parts:
-        raise StageFailed(f"input layer '{stage.input_layer}' of job {job_id} has no Parquet "
-                          f"files; run {previous.value} again")
+        raise StageFailed(
+            f"input layer '{stage.input_layer}' of job {job_id} has no Parquet "
+            f"files; run {previous.value} again"
+        )
     return parts
 
 
@@ -728,19 +759,22 @@ def _read_landing(spark: Any, source: Source, files: list[_LandingFile]) -> Any:
         frame = spark.read.options(**spark_options).json(paths)
         order = _json_key_order(files[0].path)  # Spark sorts inferred fields by name
         first = [c for c in order if c in frame.columns]
-        return frame.select(*[_quote(c) for c in first],
-                            *[_quote(c) for c in frame.columns if c not in first])
+        return frame.select(
+            *[_quote(c) for c in first], *[_quote(c) for c in frame.columns if c not in first]
+        )
     if int(options.get("skip", 0) or 0) > 0:
         raise StageFailed("source option 'skip' is not supported by the Spark engine")
     quote = str(options.get("quote", '"'))
-    spark_options.update({
-        "header": _bool(options.get("header", True)),
-        "inferSchema": _bool(not options.get("all_varchar", False)),
-        "sep": str(options.get("delimiter", ",")),
-        "quote": quote,
-        "escape": str(options.get("escape", quote)),  # DuckDB: the quote doubled, as RFC 4180
-        "multiLine": "false",
-    })
+    spark_options.update(
+        {
+            "header": _bool(options.get("header", True)),
+            "inferSchema": _bool(not options.get("all_varchar", False)),
+            "sep": str(options.get("delimiter", ",")),
+            "quote": quote,
+            "escape": str(options.get("escape", quote)),  # DuckDB: the quote doubled, as RFC 4180
+            "multiLine": "false",
+        }
+    )
     if "nullstr" in options:
         spark_options["nullValue"] = str(options["nullstr"])
     if "encoding" in options:
@@ -764,8 +798,9 @@ def _spark_time_format(duckdb_format: str) -> str:
 
     literal = duckdb_format.replace("'", "''")
     try:
-        spark_sql = sqlglot.transpile(f"SELECT strptime(x, '{literal}')", read="duckdb",
-                                      write="spark")[0]
+        spark_sql = sqlglot.transpile(
+            f"SELECT strptime(x, '{literal}')", read="duckdb", write="spark"
+        )[0]
         tree = sqlglot.parse_one(spark_sql, read="spark")
     except sqlglot.errors.SqlglotError:
         raise StageFailed(f"source date/time format {duckdb_format!r} cannot be used") from None
@@ -803,7 +838,8 @@ def _with_lineage(spark: Any, frame: Any, files: list[_LandingFile], *, parse_al
     )
     counted = [
         F.shiftright("__strata_id", _ID_BITS).alias("__strata_part"),
-        "__strata_file", "__strata_block",
+        "__strata_file",
+        "__strata_block",
         F.col("__strata_id").bitwiseAND(low_bits).alias("__strata_pos"),
     ]
     if parse_all and frame.columns:
@@ -813,8 +849,11 @@ def _with_lineage(spark: Any, frame: Any, files: list[_LandingFile], *, parse_al
     splits = (
         tagged.select(*counted)
         .groupBy("__strata_part", "__strata_file", "__strata_block")
-        .agg(F.min("__strata_pos").alias("first"), F.count(F.lit(1)).alias("n"),
-             *([F.max("__strata_h")] if parse_all and frame.columns else []))
+        .agg(
+            F.min("__strata_pos").alias("first"),
+            F.count(F.lit(1)).alias("n"),
+            *([F.max("__strata_h")] if parse_all and frame.columns else []),
+        )
         .collect()
     )
     names = {str(f.path): f.name for f in files}
@@ -828,16 +867,28 @@ def _with_lineage(spark: Any, frame: Any, files: list[_LandingFile], *, parse_al
             raise StageFailed(f"Spark read a file that is not a landing file: {spark_path}")
         before = 0
         for split in sorted(file_splits, key=lambda s: s["__strata_block"]):
-            rows.append((int(split["__strata_part"]), spark_path, int(split["__strata_block"]),
-                         before - int(split["first"]), name))
+            rows.append(
+                (
+                    int(split["__strata_part"]),
+                    spark_path,
+                    int(split["__strata_block"]),
+                    before - int(split["first"]),
+                    name,
+                )
+            )
             before += int(split["n"])
-    offsets = spark.createDataFrame(rows, StructType([
-        StructField("__strata_part", LongType(), False),
-        StructField("__strata_file", StringType(), False),
-        StructField("__strata_block", LongType(), False),
-        StructField("__strata_base", LongType(), False),
-        StructField("_source_file", StringType(), False),
-    ]))
+    offsets = spark.createDataFrame(
+        rows,
+        StructType(
+            [
+                StructField("__strata_part", LongType(), False),
+                StructField("__strata_file", StringType(), False),
+                StructField("__strata_block", LongType(), False),
+                StructField("__strata_base", LongType(), False),
+                StructField("_source_file", StringType(), False),
+            ]
+        ),
+    )
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
     joined = tagged.withColumn("__strata_part", F.shiftright("__strata_id", _ID_BITS)).join(
         F.broadcast(offsets), on=["__strata_part", "__strata_file", "__strata_block"], how="left"
@@ -850,7 +901,8 @@ def _with_lineage(spark: Any, frame: Any, files: list[_LandingFile], *, parse_al
         *[F.col(_quote(c)) for c in frame.columns],
         F.col("_source_file"),
         F.expr(f"TIMESTAMP_NTZ '{now}'").alias("_ingested_at"),
-        (F.col("__strata_id").bitwiseAND(low_bits) + base + F.lit(1)).cast("long")
+        (F.col("__strata_id").bitwiseAND(low_bits) + base + F.lit(1))
+        .cast("long")
         .alias("_row_number"),
     )
 
@@ -935,12 +987,6 @@ def _publish(src: Path, dest: Path, work: Path) -> None:
     os.rename(src, dest)
 
 
-def _storage_level() -> Any:
-    from pyspark import StorageLevel
-
-    return StorageLevel.MEMORY_AND_DISK
-
-
 # -- errors --------------------------------------------------------------------------------------
 
 
@@ -960,6 +1006,7 @@ def _translate(err: Exception, stage: _Stage) -> StageFailed:
         (str(stage.request.landing_dir.resolve()), "landing"),
     ):
         first = first.replace(internal, public)
-    label = f"layer {stage.layer}" + (" sql" if stage.request.params.layers.get(stage.layer).sql
-                                      else "")
+    label = f"layer {stage.layer}" + (
+        " sql" if stage.request.params.layers.get(stage.layer).sql else ""
+    )
     return StageFailed(f"{label}: {first[:2000]}")
