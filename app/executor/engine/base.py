@@ -6,6 +6,7 @@ and watch a cancel token; a cancelled or failed stage leaves no output behind.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,11 @@ from typing import Any, Protocol
 
 from app.domain.params import JobParams
 from app.domain.states import Stage
+
+LINEAGE_COLUMNS = ("_source_file", "_ingested_at", "_row_number")
+"""What ODS adds to every landing row, whatever the engine."""
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,11 @@ class StageRequest:
     @property
     def job_dir(self) -> Path:
         return self.warehouse_dir / self.job_id
+
+    def check_job_id(self) -> None:
+        """The job id names a folder under the warehouse: refuse one that could leave it."""
+        if not _JOB_ID.match(self.job_id) or self.job_id in (".", ".."):
+            raise StageFailed(f"job id {self.job_id!r} cannot name a folder")
 
 
 @dataclass(frozen=True)

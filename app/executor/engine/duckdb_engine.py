@@ -62,6 +62,7 @@ import pyarrow.parquet as pq
 from app.domain.params import READER_OPTIONS, Layer, check_relative_path
 from app.domain.states import Stage
 from app.executor.engine.base import (
+    LINEAGE_COLUMNS,
     CancelToken,
     LayerResult,
     Progress,
@@ -85,9 +86,7 @@ from app.executor.engine.sandbox import (
 log = logging.getLogger(__name__)
 
 PARQUET_SUFFIX = ".parquet"
-LINEAGE_COLUMNS = ("_source_file", "_ingested_at", "_row_number")
 POLL_SECONDS = 0.2
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _GLOB_CHARS = re.compile(r"[*?\[\]{}]")
 _PREVIOUS_STAGE = {"ods": Stage.LANDING_TO_ODS, "dwd": Stage.ODS_TO_DWD, "dws": Stage.DWD_TO_DWS}
 _DATA_FILE = re.compile(r"^data_(\d+)\.parquet$")
@@ -162,8 +161,7 @@ class _StageRun:
     def run(self) -> LayerResult:
         started = time.perf_counter()
         self.cancel.raise_if_cancelled()
-        if not _JOB_ID.match(self.request.job_id) or self.request.job_id in (".", ".."):
-            raise StageFailed(f"job id {self.request.job_id!r} cannot name a folder")
+        self.request.check_job_id()
         job_dir = self.warehouse_dir / self.request.job_id
 
         with SqlGuard(self.layer, self.input_name) as guard:  # refuse bad SQL before any I/O

@@ -45,6 +45,7 @@ from urllib.parse import unquote, urlparse
 from app.domain.params import Layer, Source, check_relative_path
 from app.domain.states import Stage
 from app.executor.engine.base import (
+    LINEAGE_COLUMNS,
     CancelToken,
     LayerResult,
     Progress,
@@ -57,13 +58,11 @@ from app.executor.engine.base import (
 log = logging.getLogger(__name__)
 
 REJECT_REASON = "_reject_reason"
-LINEAGE_COLUMNS = ("_source_file", "_ingested_at", "_row_number")
 POLL_SECONDS = 0.5
 _INTERNAL_PREFIX = "__strata"
 _ROW_NUMBER = "__strata_rn"
 _SEQUENCE = "__strata_seq"
 _ID_BITS = 33  # monotonically_increasing_id() = partition index << 33 | position in partition
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _GLOB_CHARS = re.compile(r"[*?\[\]{}\\]")
 _PREVIOUS_STAGE = {"ods": Stage.LANDING_TO_ODS, "dwd": Stage.ODS_TO_DWD, "dws": Stage.DWD_TO_DWS}
 
@@ -192,8 +191,7 @@ class SparkEngine:
     ) -> LayerResult:
         started = time.perf_counter()
         cancel.raise_if_cancelled()
-        if not _JOB_ID.match(request.job_id) or request.job_id in (".", ".."):
-            raise StageFailed(f"job id {request.job_id!r} cannot name a folder")
+        request.check_job_id()
         stage = _Stage(request)
         plan = _compile(request.params.layers.get(stage.layer), stage)  # before any I/O
         files = _landing_files(request) if stage.input_layer == "landing" else []

@@ -29,10 +29,41 @@ WRITE = "spark"
 
 # Statements (or parts of one) that change state, reach outside the query, or are not a query.
 _FORBIDDEN_NODE_NAMES = (
-    "Alter", "Analyze", "Attach", "Cache", "Command", "Comment", "Commit", "Copy", "Create",
-    "Declare", "Delete", "Describe", "Detach", "Drop", "Export", "Grant", "Insert", "Install",
-    "Into", "Kill", "LoadData", "Lock", "Merge", "Pragma", "Refresh", "Revoke", "Rollback", "Set",
-    "Show", "Summarize", "Transaction", "TruncateTable", "Uncache", "Update", "Use",
+    "Alter",
+    "Analyze",
+    "Attach",
+    "Cache",
+    "Command",
+    "Comment",
+    "Commit",
+    "Copy",
+    "Create",
+    "Declare",
+    "Delete",
+    "Describe",
+    "Detach",
+    "Drop",
+    "Export",
+    "Grant",
+    "Insert",
+    "Install",
+    "Into",
+    "Kill",
+    "LoadData",
+    "Lock",
+    "Merge",
+    "Pragma",
+    "Refresh",
+    "Revoke",
+    "Rollback",
+    "Set",
+    "Show",
+    "Summarize",
+    "Transaction",
+    "TruncateTable",
+    "Uncache",
+    "Update",
+    "Use",
 )
 _FORBIDDEN_NODES: tuple[type[exp.Expr], ...] = tuple(
     cls for name in _FORBIDDEN_NODE_NAMES if isinstance(cls := getattr(exp, name, None), type)
@@ -41,14 +72,38 @@ _QUERY_TYPES: tuple[type[exp.Expr], ...] = (exp.Select, exp.SetOperation, exp.Va
 
 # Functions that read files, settings or the environment in DuckDB, or that reach the JVM, the
 # file system or the caller's identity in Spark. Refused by name, whatever their arguments.
-_DENIED_FUNCTIONS = frozenset({
-    "reflect", "java_method", "try_reflect", "input_file_name", "input_file_block_start",
-    "input_file_block_length", "current_user", "session_user", "user", "getenv",
-    "current_setting", "glob", "sniff_csv", "query", "query_table", "identifier", "read_files",
-    "parquet_metadata", "parquet_schema", "parquet_file_metadata", "parquet_kv_metadata",
-    "duckdb_settings", "duckdb_secrets", "which_secret", "load_extension", "secret",
-    "currentuser", "sessionuser",
-})
+_DENIED_FUNCTIONS = frozenset(
+    {
+        "reflect",
+        "java_method",
+        "try_reflect",
+        "input_file_name",
+        "input_file_block_start",
+        "input_file_block_length",
+        "current_user",
+        "session_user",
+        "user",
+        "getenv",
+        "current_setting",
+        "glob",
+        "sniff_csv",
+        "query",
+        "query_table",
+        "identifier",
+        "read_files",
+        "parquet_metadata",
+        "parquet_schema",
+        "parquet_file_metadata",
+        "parquet_kv_metadata",
+        "duckdb_settings",
+        "duckdb_secrets",
+        "which_secret",
+        "load_extension",
+        "secret",
+        "currentuser",
+        "sessionuser",
+    }
+)
 _GENERATORS = frozenset({"range", "generate_series", "unnest"})
 _FILE_LIKE = re.compile(r"[/\\.:~]")
 _DENIED_PREFIXES = ("read_", "readcsv", "readparquet", "readjson", "duckdb_", "pragma_")
@@ -72,12 +127,15 @@ def compile_query(sql: str, *, layer: str, input_layer: str, relation: str) -> s
     return _to_spark(_spark_semantics(statement, label=label), label=label)
 
 
-def compile_predicate(expr: str, *, layer: str, name: str, input_layer: str,
-                      relation: str) -> str:
+def compile_predicate(expr: str, *, layer: str, name: str, input_layer: str, relation: str) -> str:
     """A check's boolean expression as Spark SQL (subqueries may read only the input layer)."""
     label = f"layer {layer} check {name!r}"
-    select = _wrapped(f"SELECT (\n{expr}\n) FROM __strata_row", label=label, fragment=expr,
-                      shape="a single SQL expression")
+    select = _wrapped(
+        f"SELECT (\n{expr}\n) FROM __strata_row",
+        label=label,
+        fragment=expr,
+        shape="a single SQL expression",
+    )
     if len(select.expressions) != 1 or isinstance(select.expressions[0].unnest(), exp.Alias):
         raise SandboxViolation(f"{label}: must be a single SQL expression")
     predicate = select.expressions[0]
@@ -89,8 +147,12 @@ def compile_predicate(expr: str, *, layer: str, name: str, input_layer: str,
 def compile_order_by(order_by: str, *, layer: str, input_layer: str, relation: str) -> str:
     """A dedupe `order_by` list as Spark SQL, with DuckDB's NULL ordering made explicit."""
     label = f"layer {layer} dedupe order_by"
-    select = _wrapped(f"SELECT 1 FROM __strata_row ORDER BY\n{order_by}\n", label=label,
-                      fragment=order_by, shape="an ORDER BY list such as 'ts DESC, id'")
+    select = _wrapped(
+        f"SELECT 1 FROM __strata_row ORDER BY\n{order_by}\n",
+        label=label,
+        fragment=order_by,
+        shape="an ORDER BY list such as 'ts DESC, id'",
+    )
     order = select.args.get("order")
     if order is None or select.args.get("limit") or select.args.get("offset"):
         raise SandboxViolation(f"{label}: must be an ORDER BY list such as 'ts DESC, id'")
@@ -100,7 +162,7 @@ def compile_order_by(order_by: str, *, layer: str, input_layer: str, relation: s
     prefix = "ORDER BY "
     if not spark.startswith(prefix):  # pragma: no cover - sqlglot always prints the keyword
         raise StageFailed(f"{label}: cannot be transpiled to Spark SQL")
-    return spark[len(prefix):]
+    return spark[len(prefix) :]
 
 
 def ends_with_order_by(spark_sql: str) -> bool:
@@ -147,8 +209,12 @@ def _wrapped(sql: str, *, label: str, fragment: str, shape: str) -> exp.Select:
         raise SandboxViolation(f"{label}: must be {shape}")
     source = statement.args.get("from_") or statement.args.get("from")
     table = source.this if source is not None else None
-    if source is None or not isinstance(table, exp.Table) or table.name != "__strata_row" \
-            or table.alias:
+    if (
+        source is None
+        or not isinstance(table, exp.Table)
+        or table.name != "__strata_row"
+        or table.alias
+    ):
         raise SandboxViolation(f"{label}: must be {shape}")
     source.pop()
     return statement
@@ -190,8 +256,7 @@ def _duckdb_only(node: exp.Expr) -> str | None:
     return None
 
 
-def _point_at_relation(tree: exp.Expr, *, label: str, input_layer: str,
-                       relation: str) -> None:
+def _point_at_relation(tree: exp.Expr, *, label: str, input_layer: str, relation: str) -> None:
     """Refuse every table but the input layer and the query's own CTEs; aim the input at `relation`.
 
     sqlglot's scope analysis says which table names are CTE references and which are real
@@ -231,7 +296,8 @@ def _scopes(tree: exp.Expr, *, label: str) -> Iterable[Scope]:
     if not isinstance(tree, _QUERY_TYPES):
         # an expression (check, order_by): analyse each subquery in it as its own query
         queries = [
-            node for node in tree.walk(prune=lambda n: isinstance(n, _QUERY_TYPES))
+            node
+            for node in tree.walk(prune=lambda n: isinstance(n, _QUERY_TYPES))
             if isinstance(node, _QUERY_TYPES)
         ]
         return [scope for query in queries for scope in _scopes(query, label=label)]
@@ -262,13 +328,20 @@ def _spark_semantics(tree: exp.Expr, *, label: str) -> exp.Expr:
         if isinstance(node, exp.DayOfWeek):  # DuckDB: Sunday = 0; Spark dayofweek: Sunday = 1
             return exp.paren(exp.Sub(this=node.copy(), expression=exp.Literal.number(1)))
         if isinstance(node, exp.DayOfWeekIso):  # Monday = 1 … Sunday = 7 on both
-            return exp.paren(exp.Add(this=exp.func("weekday", node.this.copy()),
-                                     expression=exp.Literal.number(1)))
+            return exp.paren(
+                exp.Add(
+                    this=exp.func("weekday", node.this.copy()), expression=exp.Literal.number(1)
+                )
+            )
         if isinstance(node, exp.Extract) and node.name.lower() in {"dow", "dayofweek"}:
             return exp.paren(exp.Sub(this=node.copy(), expression=exp.Literal.number(1)))
         if isinstance(node, exp.Extract) and node.name.lower() == "isodow":
-            return exp.paren(exp.Add(this=exp.func("weekday", node.expression.copy()),
-                                     expression=exp.Literal.number(1)))
+            return exp.paren(
+                exp.Add(
+                    this=exp.func("weekday", node.expression.copy()),
+                    expression=exp.Literal.number(1),
+                )
+            )
         if isinstance(node, exp.WithinGroup):
             return _within_group(node, label=label)
         if isinstance(node, exp.PercentileCont) and not isinstance(node.parent, exp.WithinGroup):
@@ -276,8 +349,10 @@ def _spark_semantics(tree: exp.Expr, *, label: str) -> exp.Expr:
             # Spark function (and its WITHIN GROUP form turns into PERCENTILE_APPROX)
             return exp.func("percentile", node.this.copy(), node.expression.copy())
         if isinstance(node, exp.ArrayAgg) and node.find(exp.Order):
-            raise StageFailed(f"{label}: list()/array_agg() with ORDER BY cannot be transpiled "
-                              "to Spark SQL (Spark's collect_list has no order)")
+            raise StageFailed(
+                f"{label}: list()/array_agg() with ORDER BY cannot be transpiled "
+                "to Spark SQL (Spark's collect_list has no order)"
+            )
         if isinstance(node, exp.Anonymous) and str(node.name).lower() == "strlen":
             return exp.func("length", *[e.copy() for e in node.expressions])
         return node
@@ -295,8 +370,10 @@ def _within_group(node: exp.WithinGroup, *, label: str) -> exp.Expr:
         if key.args.get("desc"):
             fraction = exp.Sub(this=exp.Literal.number(1), expression=fraction)
         return exp.func("percentile", key.this.copy(), fraction)
-    raise StageFailed(f"{label}: {type(inner).__name__.upper()}(…) WITHIN GROUP cannot be "
-                      "transpiled to Spark SQL; only percentile_cont can")
+    raise StageFailed(
+        f"{label}: {type(inner).__name__.upper()}(…) WITHIN GROUP cannot be "
+        "transpiled to Spark SQL; only percentile_cont can"
+    )
 
 
 def _to_spark(tree: exp.Expr, *, label: str) -> str:
