@@ -76,7 +76,8 @@ def _short(frame: str) -> str:
     if not match:
         return frame.strip()[:100]
     func, file = match.group("func"), match.group("file")
-    for marker in ("/site-packages/", "/lib/python3.11/", "/work/main/"):
+    repo = str(Path(__file__).resolve().parents[1]) + "/"
+    for marker in ("/site-packages/", "/lib/python3.11/", repo):
         if marker in file:
             file = file.split(marker, 1)[1]
             break
