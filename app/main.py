@@ -28,7 +28,7 @@ from app.metrics import Metrics
 from app.problems import PlainErrorsAsProblems, install_problem_handlers, use_problem_schemas
 from app.services.jobs import JobService
 from app.settings import Settings
-from app.store.db import create_engine, session_factory
+from app.store.db import create_engine, create_read_engine, session_factory
 from app.store.jobs import count_by_status
 from app.store.notify import WakeListener, asyncpg_dsn
 from app.watcher.event import StageDriver
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     warehouse_dir.mkdir(parents=True, exist_ok=True)
 
     db = create_engine(settings.database_url)
+    reader = create_read_engine(settings.database_url)
     sessions = session_factory(db)
     executor = (
         ExecutorService.from_settings(settings, sessions) if settings.executor_url is None else None
@@ -91,7 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     job_service = JobService(sessions, cancel_task=cancel_task, wake=watcher.wake,
                              max_in_flight=settings.max_jobs_in_flight,
-                             creates_per_minute=settings.creates_per_minute, metrics=metrics)
+                             creates_per_minute=settings.creates_per_minute, metrics=metrics,
+                             reader=reader)
     if executor is not None:
         executor.runner.on_finished = watcher.wake
     dsn = asyncpg_dsn(settings.database_url)
@@ -117,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await executor.stop()
             await http.aclose()
             await db.dispose()
+            await reader.dispose()
 
     api = FastAPI(title="Strata", version=app.__version__, description=DESCRIPTION,
                   lifespan=lifespan, max_body_size=settings.max_body_bytes)

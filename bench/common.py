@@ -50,6 +50,11 @@ def refdata_dir() -> Path:
     return Path(value).resolve() if value else (REPO / ".." / "shared" / "refdata").resolve()
 
 
+def relative_to_repo(path: Path) -> str:
+    """A path as the write-up shows it: relative to the repository, never this machine's."""
+    return os.path.relpath(path, REPO)
+
+
 def bench_dir() -> Path:
     """Where data, warehouses, logs and raw results go: `BENCH_DIR`, default `data/bench`."""
     value = os.environ.get("BENCH_DIR")

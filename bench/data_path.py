@@ -48,6 +48,7 @@ from bench.common import (
     ratio,
     ref_python,
     refdata_dir,
+    relative_to_repo,
     reset_peak,
     run_timed,
     running,
@@ -355,7 +356,7 @@ async def run(cfg: DataConfig) -> dict[str, Any]:
         databases.close()
     from bench.common import ref_versions
 
-    return {"name": "data_path", "status": "ok", "refdata": str(refdata),
+    return {"name": "data_path", "status": "ok", "refdata": relative_to_repo(refdata),
             "baseline_versions": ref_versions(python) if python else {},
             "config": {"runs": cfg.runs, "warmup": cfg.warmup, "files": cfg.files,
                        "seed": cfg.seed, "baselines": list(cfg.baselines) if python else []},

@@ -33,7 +33,7 @@ class ApiContext:
         return self.landing_dir / scope if scope else self.landing_dir
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:
     ctx = request.app.state.api
     assert isinstance(ctx, ApiContext)
     return ctx
@@ -42,7 +42,7 @@ def get_context(request: Request) -> ApiContext:
 Context = Annotated[ApiContext, Depends(get_context)]
 
 
-def get_principal(
+async def get_principal(
     ctx: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -61,7 +61,7 @@ def get_principal(
 Caller = Annotated[Principal, Depends(get_principal)]
 
 
-def get_jobs(ctx: Context) -> JobService:
+async def get_jobs(ctx: Context) -> JobService:
     return ctx.jobs
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import to_json
 
 from app.domain.params import JobParams
 from app.domain.states import JobStatus
+from app.store.jobs import JobRow
 from app.store.landing import LandedFile
 from app.store.models import Job, JobEvent
 
@@ -85,6 +88,44 @@ class JobPublic(BaseModel):
 class JobList(BaseModel):
     total: int
     jobs: list[JobPublic]
+
+
+_CONDITIONS: TypeAdapter[list[Condition]] = TypeAdapter(list[Condition])
+
+
+def job_document(job: Job | JobRow) -> dict[str, Any]:
+    """A `JobPublic` document straight from the stored job, for the hot read paths.
+
+    The params were validated into `JobParams` and dumped when the job was written, so reading
+    them back through the model on every GET only burns CPU; the result is the same document
+    `JobPublic.of(job)` serialises to (a test keeps the two equal).
+    """
+    return {
+        "job_id": job.id, "name": job.name, "description": job.description,
+        "owner": job.owner, "status": job.status, "suspend": job.suspend,
+        "params": job.params, "results": job.results,
+        "conditions": _CONDITIONS.validate_python(job.conditions),
+        "attempt": job.attempt, "created_at": job.created_at, "updated_at": job.updated_at,
+        "started_at": job.started_at, "ended_at": job.ended_at,
+    }
+
+
+class JsonDocument(Response):
+    """A response whose body is already a serialised document (no response-model pass)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content, inf_nan_mode="null")
+
+
+def job_response(job: Job | JobRow, status_code: int = 200,
+                 headers: dict[str, str] | None = None) -> JsonDocument:
+    return JsonDocument(job_document(job), status_code=status_code, headers=headers)
+
+
+def job_list_response(total: int, jobs: list[Job] | list[JobRow]) -> JsonDocument:
+    return JsonDocument({"total": total, "jobs": [job_document(j) for j in jobs]})
 
 
 class EventPublic(BaseModel):

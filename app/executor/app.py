@@ -186,7 +186,7 @@ class ExecutorService:
 _bearer = HTTPBearer(auto_error=False, description="STRATA_EXECUTOR_TOKEN, when set.")
 
 
-def get_service(request: Request) -> ExecutorService:
+async def get_service(request: Request) -> ExecutorService:
     service = request.app.state.executor
     assert isinstance(service, ExecutorService)
     return service
@@ -195,7 +195,7 @@ def get_service(request: Request) -> ExecutorService:
 Service = Annotated[ExecutorService, Depends(get_service)]
 
 
-def require_token(
+async def require_token(
     service: Service,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiolimiter import AsyncLimiter
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.domain import conditions as cond
 from app.domain.errors import (
@@ -28,7 +28,7 @@ from app.domain.states import STAGES, JobStatus
 from app.metrics import Metrics
 from app.services.transitions import change_job, fire
 from app.store import jobs as store
-from app.store.db import transaction
+from app.store.db import read_retrying, transaction
 from app.store.models import Job, JobEvent
 from app.store.notify import notify
 from app.store.types import utcnow
@@ -80,6 +80,8 @@ class JobService:
     creates_per_minute: float | None = None
     """Creates an owner may make per minute; more → 429."""
     metrics: Metrics = field(default_factory=Metrics)
+    reader: AsyncEngine | None = None
+    """The pool of the hot reads (`create_read_engine`); the sessions' engine when None."""
     _rates: dict[str, AsyncLimiter] = field(default_factory=dict)
 
     async def create(
@@ -146,6 +148,19 @@ class JobService:
         if job is None:
             raise JobNotFound(job_id)
         return job
+
+    @property
+    def _reader(self) -> AsyncEngine:
+        engine = self.reader or self.sessions.kw["bind"]
+        assert isinstance(engine, AsyncEngine)
+        return engine
+
+    async def read(self, owner: str | None, job_id: str) -> store.JobRow:
+        """The job for display only (no ORM object: cheaper, and nothing to save)."""
+        row = await read_retrying(self._reader, lambda conn: store.read_job(conn, job_id, owner))
+        if row is None:
+            raise JobNotFound(job_id)
+        return row
 
     async def list_jobs(
         self, owner: str | None, *, status: str | None, name: str | None, limit: int, offset: int

@@ -11,7 +11,16 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import Caller, Context, Jobs
-from app.api.schemas import EventList, EventPublic, JobCreate, JobList, JobPublic, JobUpdate
+from app.api.schemas import (
+    EventList,
+    EventPublic,
+    JobCreate,
+    JobList,
+    JobPublic,
+    JobUpdate,
+    job_list_response,
+    job_response,
+)
 from app.domain.errors import JobNotFound
 from app.domain.states import STOPPED_STATUSES, JobStatus
 from app.problems import PROBLEM_RESPONSES
@@ -32,19 +41,17 @@ IdempotencyKey = Annotated[
              response_model=JobPublic,
              responses={200: {"model": JobPublic, "description": "Replay of an earlier create"}})
 async def create_job(
-    body: JobCreate, caller: Caller, jobs: Jobs, response: Response,
-    idempotency_key: IdempotencyKey = None,
-) -> JobPublic:
+    body: JobCreate, caller: Caller, jobs: Jobs, idempotency_key: IdempotencyKey = None,
+) -> Response:
     """Submit a job; the watcher starts it at once."""
     new = NewJob(name=body.name, description=body.description, params=body.params,
                  suspend=body.suspend)
     job, created = await jobs.create(caller.owner, new, idempotency_key)
-    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobPublic.of(job)
+    return job_response(job, status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+                        headers={"Location": f"/v1/jobs/{job.id}"})
 
 
-@router.get("", operation_id="list_jobs")
+@router.get("", operation_id="list_jobs", response_model=JobList)
 async def list_jobs(
     caller: Caller,
     jobs: Jobs,
@@ -52,16 +59,16 @@ async def list_jobs(
     name: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> JobList:
+) -> Response:
     """Jobs, newest first."""
     total, rows = await jobs.list_jobs(caller.scope, status=status_.value if status_ else None,
                                        name=name, limit=limit, offset=offset)
-    return JobList(total=total, jobs=[JobPublic.of(j) for j in rows])
+    return job_list_response(total, rows)
 
 
-@router.get("/{job_id}", operation_id="get_job")
-async def get_job(job_id: str, caller: Caller, jobs: Jobs) -> JobPublic:
-    return JobPublic.of(await jobs.get(caller.scope, job_id))
+@router.get("/{job_id}", operation_id="get_job", response_model=JobPublic)
+async def get_job(job_id: str, caller: Caller, jobs: Jobs) -> Response:
+    return job_response(await jobs.read(caller.scope, job_id))
 
 
 @router.patch("/{job_id}", operation_id="update_job")

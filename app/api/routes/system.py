@@ -18,7 +18,7 @@ router = APIRouter(tags=["system"])
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
-def get_checks(request: Request) -> dict[str, ReadinessCheck]:
+async def get_checks(request: Request) -> dict[str, ReadinessCheck]:
     checks = request.app.state.readiness
     assert isinstance(checks, dict)
     return checks
