@@ -9,6 +9,7 @@ one version-guarded transaction, so a concurrent cancel or another replica never
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -55,13 +56,22 @@ class StageDriver:
     retry_backoff: float = 2.0
     clock: Callable[[], datetime] = field(default=utcnow)
     metrics: Metrics = field(default_factory=Metrics)
+    queued_poll_seconds: float = 5.0
+    _queued_seen: dict[str, float] = field(default_factory=dict)
+    """Task id → monotonic time of the last poll that found it still queued."""
 
-    async def advance(self, job: Job) -> Job | None:
-        """Take the job as far as it can go now; None when another writer got there first."""
+    async def advance(self, job: Job, *, woken: bool = True) -> Job | None:
+        """Take the job as far as it can go now; None when another writer got there first.
+
+        `woken=False` (a periodic pass, not a wake-up for this job) lets a task that was still
+        queued in the executor at its last poll go unpolled for `queued_poll_seconds`: under a
+        backlog most tasks wait in the queue, and polling each of them every pass was most of
+        the watcher's work. A finished task wakes its job, so this delays nothing.
+        """
         try:
-            for _ in range(MAX_STEPS_PER_TICK):
+            for step in range(MAX_STEPS_PER_TICK):
                 before = (job.status, job.attempt)
-                job = await self._step(job)
+                job = await self._step(job, may_wait=step == 0 and not woken)
                 if (job.status, job.attempt) == before or job.status in (
                     JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SUCCEEDED
                 ):
@@ -73,7 +83,7 @@ class StageDriver:
             log.info("job %s changed concurrently; it is picked up again next tick", job.id)
             return None
 
-    async def _step(self, job: Job) -> Job:
+    async def _step(self, job: Job, *, may_wait: bool = False) -> Job:
         if job.status not in RUNNABLE_STATUSES or job.suspend:
             return job  # changed by a user since it was claimed: nothing to do
         if job.status == JobStatus.PENDING:
@@ -82,7 +92,7 @@ class StageDriver:
             return await self._complete(job)
         stage = stage_of(job.status)
         assert stage is not None, f"job {job.id} is not runnable in {job.status}"
-        return await self._run_stage(job, stage)
+        return await self._run_stage(job, stage, may_wait=may_wait)
 
     async def _commit(self, job: Job, events: list[JobEvent]) -> Job:
         async with transaction(self.sessions) as session:
@@ -100,7 +110,7 @@ class StageDriver:
         job.started_at = job.stage_started_at = now
         return await self._commit(job, events)
 
-    async def _run_stage(self, job: Job, stage: Stage) -> Job:
+    async def _run_stage(self, job: Job, stage: Stage, *, may_wait: bool = False) -> Job:
         now = self.clock()
         reason = timeout_reason(job, params_of(job), now)
         if reason is not None:
@@ -117,10 +127,18 @@ class StageDriver:
                 return await self._executor_down(job, exc)
             self.metrics.tasks_created.labels(stage.value).inc()
             crash_point("after_task_create")
+            job = self._executor_up(job, now)
             job.results = {**job.results, "batch": self._batch_of(task)}
             job = await self._commit(job, [])
+            bind(stage=stage.value, task_id=task.task_id)
+            # the create answered with the task's state (a replayed key may even be finished):
+            # polling it again at once would only ask the same question twice
+            return await self._on_task(job, stage, task)
         task_id = str(job.results["batch"]["task_id"])
         bind(stage=stage.value, task_id=task_id)
+        seen = self._queued_seen.get(task_id)
+        if may_wait and seen is not None and time.monotonic() - seen < self.queued_poll_seconds:
+            return job
         try:
             task = await self.batch.get_task_status(task_id)
         except TaskNotFound:
@@ -131,7 +149,16 @@ class StageDriver:
         except ExecutorUnavailable as exc:
             self.metrics.task_poll_errors.labels("unavailable").inc()
             return await self._executor_down(job, exc)
+        if task.status == "created":
+            if len(self._queued_seen) > 100_000:  # jobs deleted while queued leave entries
+                self._queued_seen.clear()
+            self._queued_seen[task_id] = time.monotonic()
+        else:
+            self._queued_seen.pop(task_id, None)
         job = self._executor_up(job, now)
+        return await self._on_task(job, stage, task)
+
+    async def _on_task(self, job: Job, stage: Stage, task: BatchTask) -> Job:
         if task.status in RUNNING_TASK:
             return await self._record_progress(job, task)
         if task.status == "completed":

@@ -106,7 +106,7 @@ class Watcher:
             hot, self._hot = self._hot, set()
             full, self._full_pass = self._full_pass, False
             try:
-                await self.dispatch(None if full or not hot else hot)
+                await self.dispatch(None if full or not hot else hot, woken=hot)
                 failures = 0
             except Exception:
                 failures += 1
@@ -124,8 +124,14 @@ class Watcher:
             await asyncio.gather(*started)
         return len(started)
 
-    async def dispatch(self, only: set[str] | None = None) -> list[asyncio.Task[None]]:
-        """Claim runnable jobs (all, or `only` these) and advance those not in flight here."""
+    async def dispatch(
+        self, only: set[str] | None = None, *, woken: set[str] | None = None
+    ) -> list[asyncio.Task[None]]:
+        """Claim runnable jobs (all, or `only` these) and advance those not in flight here.
+
+        `woken`: the jobs this pass is a wake-up for (None: all of them); the others are being
+        looked at by the periodic poll, which may leave a queued task unpolled for a while.
+        """
         self.ticks += 1
         with self.metrics.tick_seconds.time():
             now = self.clock()
@@ -142,18 +148,18 @@ class Watcher:
                     if only is not None:
                         self._hot_later.add(job.id)  # look again when its advance ends
                     continue
-                task = asyncio.create_task(self._advance(job),
+                task = asyncio.create_task(self._advance(job, woken is None or job.id in woken),
                                            name=f"advance-{job.id}")
                 self._inflight[job.id] = task
                 started.append(task)
             self.metrics.jobs_claimed.inc(len(started))
             return started
 
-    async def _advance(self, job: Job) -> None:
+    async def _advance(self, job: Job, woken: bool = True) -> None:
         try:
             async with self._slots:
                 with bound(job_id=job.id, stage=job.status):
-                    await self.driver.advance(job)
+                    await self.driver.advance(job, woken=woken)
         except Exception:
             log.exception("job %s: advancing failed; it is retried on the next pass", job.id,
                           extra={"job_id": job.id})
