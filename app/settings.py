@@ -47,7 +47,9 @@ class Settings(BaseSettings):
     max_workers: int = Field(default=4, ge=1, description="Jobs advanced at once per watcher.")
     watch_interval: float = Field(default=1.0, gt=0, description="Seconds between watcher ticks.")
     task_create_rate: float = Field(
-        default=20.0, gt=0, description="Executor tasks created per second at most."
+        default=200.0, gt=0,
+        description="Executor tasks created per second at most (a flood guard, e.g. after a "
+                    "recovery; 20 capped a busy service at 5 jobs/s).",
     )
     lease_seconds: float = Field(default=30.0, gt=0, description="How long a claim on a job lasts.")
     executor_workers: int = Field(default=2, ge=1, description="Stages run at once per executor.")

@@ -165,13 +165,19 @@ def throughput_section(bench: dict[str, Any]) -> list[str]:
     if bench.get("status") != "ok":
         return [*out, f"Skipped: {bench.get('reason')}", ""]
     cfg = bench["config"]
-    if bench.get("end_to_end"):
-        s = bench["summary"]
-        out += [f"### {cfg['jobs']} tiny jobs at once ({cfg['backend']}, "
+    for key, summary_key, where in (
+        ("end_to_end", "summary", "the embedded default: one `strata serve` process"),
+        ("end_to_end_split", "summary_split",
+         "the executor in its own process: `strata serve` + `strata executor`, CPU of both"),
+    ):
+        if not bench.get(key):
+            continue
+        s = bench[summary_key]
+        out += [f"### {cfg['jobs']} tiny jobs at once, {where} ({cfg['backend']}, "
                 f"{cfg['submit_concurrency']} concurrent POSTs; probe: GET /v1/jobs/{{id}} at "
                 f"{num(cfg['probe_rate'], 0)}/s from a separate process)", ""]
         rows = []
-        for r in bench["end_to_end"]:
+        for r in bench[key]:
             p = r.get("probe") or {}
             rows.append([r["run"], r["submitted"], r["statuses"], num(r["submit_seconds"], 1),
                          num(r["span_seconds"], 1), f"**{num(r['jobs_per_s'])}**",

@@ -32,6 +32,8 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,7 @@ from bench.common import (
     Databases,
     Service,
     bench_dir,
+    free_port,
     land_tiny,
     loadavg,
     median,
@@ -82,6 +85,8 @@ class ThroughputConfig:
     ticks: list[int] = field(default_factory=lambda: [10, 100, 1000])
     tick_backends: list[str] = field(default_factory=lambda: ["postgres", "sqlite"])
     end_to_end: bool = True
+    split: bool = True
+    """Also run end to end with the executor in its own process (`strata executor`)."""
     profile: bool = False
     """py-spy the service during the last end-to-end run (BENCH_DIR/profiles)."""
     root: Path | None = None
@@ -124,64 +129,102 @@ async def submit_all(client: httpx.AsyncClient, n: int, concurrency: int) -> dic
     return {"ids": ids, "codes": dict(codes), "seconds": time.perf_counter() - started}
 
 
+@asynccontextmanager
+async def executor_process(url: str, folder: Path, split: bool) -> AsyncIterator[Any]:
+    """`strata executor` on the same database and folders, when `split`; else nothing."""
+    if not split:
+        yield None
+        return
+    from tests.processes import StrataProcess
+
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    proc = StrataProcess("executor", service_env(url, folder), free_port(),
+                         folder / "executor.log")
+    proc.start()
+    try:
+        await proc.ready(timeout=60)
+        yield proc
+    finally:
+        await asyncio.to_thread(proc.stop)
+
+
 async def end_to_end_run(cfg: ThroughputConfig, n: int, databases: Databases,
-                         root: Path) -> dict[str, Any]:
-    folder = root / f"e2e-run{n}"
+                         root: Path, *, split: bool = False) -> dict[str, Any]:
+    folder = root / f"e2e-{'split' if split else 'embedded'}-run{n}"
     shutil.rmtree(folder, ignore_errors=True)
     url = await asyncio.to_thread(databases.new, cfg.backend, folder)
-    service = Service(folder, service_env(url, folder, **NO_LIMITS))
     db = create_engine(url)
     try:
-        async with running(service), httpx.AsyncClient(
-            base_url=service.url, timeout=60,
-            limits=httpx.Limits(max_connections=cfg.submit_concurrency),
-        ) as client:
-            await land_tiny(client)
-            first = (await client.post("/v1/jobs", json=tiny_job("probe-target"))).json()
-            probe_id = str(first["job_id"])
-            probe_out = folder / "probe.json"
-            probe = start_probe(service.url, f"/v1/jobs/{probe_id}", cfg.probe_rate, probe_out,
-                                cfg.timeout + 120)
-            await asyncio.sleep(1.0)  # the probe is connected and sending
-            load_before = loadavg()
-            cpu0 = tree_cpu(service.pid)
-            profile = (Profile(service.pid, bench_dir() / "profiles" / "throughput-e2e.txt",
-                               native=False, gil=True, rate=100)
-                       if cfg.profile and n == cfg.runs - 1 else None)
-            started = time.perf_counter()
-            submitted = await submit_all(client, cfg.jobs, cfg.submit_concurrency)
-            ids = submitted["ids"]
-
-            async def all_stopped() -> bool:
-                async with db.connect() as conn:
-                    done = (await conn.execute(
-                        select(func.count()).select_from(Job)
-                        .where(col(Job.status).in_(STOPPED), col(Job.name).like("burst-%"))
-                    )).scalar_one()
-                return int(done) >= len(ids)
-
-            try:
-                await poll(all_stopped, within=cfg.timeout, interval=0.25,
-                           what=f"{len(ids)} jobs to stop")
-                timed_out = False
-            except TimeoutError:
-                timed_out = True
-            wall = time.perf_counter() - started
-            cpu = tree_cpu(service.pid) - cpu0
-            load_after = loadavg()
-            if profile is not None:
-                await asyncio.to_thread(profile.stop)
-            probe_result = await asyncio.to_thread(stop_probe, probe, probe_out)
-        async with db.connect() as conn:
-            row = (await conn.execute(
-                select(func.min(Job.created_at), func.max(Job.ended_at), func.count())
-                .where(col(Job.name).like("burst-%")))).one()
-            rows = (await conn.execute(
-                select(col(Job.status), func.count()).where(col(Job.name).like("burst-%"))
-                .group_by(col(Job.status)))).all()
-            statuses = {str(status): int(count) for status, count in rows}
+        async with executor_process(url, folder, split) as executor:
+            extra: dict[str, Any] = dict(NO_LIMITS)
+            if executor is not None:
+                extra["STRATA_EXECUTOR_URL"] = executor.url
+            service = Service(folder, service_env(url, folder, **extra))
+            result = await _end_to_end(cfg, n, service, db, executor)
+        result["topology"] = "split" if split else "embedded"
+        return result
     finally:
         await db.dispose()
+
+
+async def _end_to_end(cfg: ThroughputConfig, n: int, service: Service, db: AsyncEngine,
+                      executor: Any) -> dict[str, Any]:
+    folder = service.root
+
+    def cpu_now() -> float:
+        total = tree_cpu(service.pid)
+        if executor is not None and executor.proc is not None:
+            total += tree_cpu(int(executor.proc.pid))
+        return total
+
+    async with running(service), httpx.AsyncClient(
+        base_url=service.url, timeout=60,
+        limits=httpx.Limits(max_connections=cfg.submit_concurrency),
+    ) as client:
+        await land_tiny(client)
+        first = (await client.post("/v1/jobs", json=tiny_job("probe-target"))).json()
+        probe_id = str(first["job_id"])
+        probe_out = folder / "probe.json"
+        probe = start_probe(service.url, f"/v1/jobs/{probe_id}", cfg.probe_rate, probe_out,
+                            cfg.timeout + 120)
+        await asyncio.sleep(1.0)  # the probe is connected and sending
+        load_before = loadavg()
+        cpu0 = cpu_now()
+        profile = (Profile(service.pid, bench_dir() / "profiles" / "throughput-e2e.txt",
+                           native=False, gil=True, rate=100)
+                   if cfg.profile and n == cfg.runs - 1 and executor is None else None)
+        started = time.perf_counter()
+        submitted = await submit_all(client, cfg.jobs, cfg.submit_concurrency)
+        ids = submitted["ids"]
+
+        async def all_stopped() -> bool:
+            async with db.connect() as conn:
+                done = (await conn.execute(
+                    select(func.count()).select_from(Job)
+                    .where(col(Job.status).in_(STOPPED), col(Job.name).like("burst-%"))
+                )).scalar_one()
+            return int(done) >= len(ids)
+
+        try:
+            await poll(all_stopped, within=cfg.timeout, interval=0.25,
+                       what=f"{len(ids)} jobs to stop")
+            timed_out = False
+        except TimeoutError:
+            timed_out = True
+        wall = time.perf_counter() - started
+        cpu = cpu_now() - cpu0
+        load_after = loadavg()
+        if profile is not None:
+            await asyncio.to_thread(profile.stop)
+        probe_result = await asyncio.to_thread(stop_probe, probe, probe_out)
+    async with db.connect() as conn:
+        row = (await conn.execute(
+            select(func.min(Job.created_at), func.max(Job.ended_at), func.count())
+            .where(col(Job.name).like("burst-%")))).one()
+        rows = (await conn.execute(
+            select(col(Job.status), func.count()).where(col(Job.name).like("burst-%"))
+            .group_by(col(Job.status)))).all()
+        statuses = {str(status): int(count) for status, count in rows}
     first_created, last_ended, count = row
     span = (last_ended - first_created).total_seconds() if first_created and last_ended else None
     succeeded = int(statuses.get("Succeeded", 0))
@@ -385,6 +428,20 @@ async def tick_counts(url: str, n: int, warehouse: Path) -> dict[str, Any]:
     return out
 
 
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    probes = [r["probe"] for r in runs if r["probe"]]
+    return {
+        "jobs_per_s": spread([r["jobs_per_s"] for r in runs]),
+        "service_cpu_ms_per_job": median(r["service_cpu_ms_per_job"] for r in runs),
+        "service_cpu_share": median(r["service_cpu_share"] for r in runs),
+        "submit_seconds": median(r["submit_seconds"] for r in runs),
+        "probe_p50_ms": median(p.get("p50_ms", math.nan) for p in probes),
+        "probe_p99_ms": median(p.get("p99_ms", math.nan) for p in probes),
+        "probe_max_ms": max((p.get("max_ms", math.nan) for p in probes), default=math.nan),
+        "probe_errors": sum(int(p.get("errors", 0)) for p in probes),
+    }
+
+
 async def run(cfg: ThroughputConfig) -> dict[str, Any]:
     root = cfg.root or bench_dir() / "throughput"
     from bench.common import pg_available
@@ -392,12 +449,15 @@ async def run(cfg: ThroughputConfig) -> dict[str, Any]:
     pg_ok, pg_why = await pg_available()
     databases = Databases(root / "template")
     e2e: list[dict[str, Any]] = []
+    e2e_split: list[dict[str, Any]] = []
     ticks: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     try:
         if cfg.end_to_end and (cfg.backend != "postgres" or pg_ok):
             for n in range(cfg.runs):
                 e2e.append(await end_to_end_run(cfg, n, databases, root))
+                if cfg.split:
+                    e2e_split.append(await end_to_end_run(cfg, n, databases, root, split=True))
         elif cfg.end_to_end:
             skipped["end_to_end"] = pg_why
         for backend in cfg.tick_backends:
@@ -416,17 +476,7 @@ async def run(cfg: ThroughputConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     targets = []
     if e2e:
-        probes = [r["probe"] for r in e2e if r["probe"]]
-        summary = {
-            "jobs_per_s": spread([r["jobs_per_s"] for r in e2e]),
-            "service_cpu_ms_per_job": median(r["service_cpu_ms_per_job"] for r in e2e),
-            "service_cpu_share": median(r["service_cpu_share"] for r in e2e),
-            "submit_seconds": median(r["submit_seconds"] for r in e2e),
-            "probe_p50_ms": median(p.get("p50_ms", math.nan) for p in probes),
-            "probe_p99_ms": median(p.get("p99_ms", math.nan) for p in probes),
-            "probe_max_ms": max((p.get("max_ms", math.nan) for p in probes), default=math.nan),
-            "probe_errors": sum(int(p.get("errors", 0)) for p in probes),
-        }
+        summary = summarise(e2e)
         value = summary["jobs_per_s"]["median"]
         targets.append({"name": f"throughput: ≥ 20 tiny jobs/s end to end ({cfg.jobs} at once)",
                         "value": value, "limit": 20.0, "met": bool(value >= 20.0),
@@ -434,6 +484,11 @@ async def run(cfg: ThroughputConfig) -> dict[str, Any]:
         p99 = summary["probe_p99_ms"]
         targets.append({"name": "throughput: GET /v1/jobs/{id} p99 ≤ 50 ms while it runs",
                         "value": p99, "limit": 50.0, "met": bool(p99 <= 50.0), "unit": "ms"})
+    if e2e_split:
+        value = summarise(e2e_split)["jobs_per_s"]["median"]
+        targets.append({"name": "throughput, executor in its own process: ≥ 20 tiny jobs/s",
+                        "value": value, "limit": 20.0, "met": bool(value >= 20.0),
+                        "unit": "jobs/s"})
     by_backend: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in ticks:
         by_backend[t["backend"]].append(t)
@@ -441,7 +496,9 @@ async def run(cfg: ThroughputConfig) -> dict[str, Any]:
             "config": {"jobs": cfg.jobs, "runs": cfg.runs, "backend": cfg.backend,
                        "submit_concurrency": cfg.submit_concurrency,
                        "probe_rate": cfg.probe_rate, "ticks": cfg.ticks},
-            "end_to_end": e2e, "summary": summary, "ticks": ticks, "skipped": skipped,
+            "end_to_end": e2e, "summary": summary, "end_to_end_split": e2e_split,
+            "summary_split": summarise(e2e_split) if e2e_split else {}, "ticks": ticks,
+            "skipped": skipped,
             "targets": targets, **({} if (e2e or ticks) else {"reason": pg_why})}
 
 
