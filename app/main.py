@@ -75,7 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     reader = create_read_engine(settings.database_url)
     sessions = session_factory(db)
     executor = (
-        ExecutorService.from_settings(settings, sessions) if settings.executor_url is None else None
+        ExecutorService.from_settings(settings, sessions, reads=session_factory(reader))
+        if settings.executor_url is None else None
     )
     http = make_http_client(settings.executor_url or loopback_url(settings))
     batch = BatchClient(http, token=settings.executor_token)

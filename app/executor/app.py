@@ -42,7 +42,7 @@ from app.problems import (
     problem_response,
 )
 from app.settings import Settings
-from app.store.db import create_engine, session_factory
+from app.store.db import create_engine, create_read_engine, session_factory
 
 log = logging.getLogger("strata.executor")
 
@@ -95,11 +95,12 @@ class ExecutorService:
         flush_interval: float = 0.5,
         runner_id: str | None = None,
         owns_engine: bool = False,
+        reads: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self.sessions = sessions
         self.engine = engine
         self.token = token or None
-        self.store = TaskStore(sessions)
+        self.store = TaskStore(sessions, reads)
         self.runner = TaskRunner(
             self.store, engine, landing_dir=landing_dir, warehouse_dir=warehouse_dir,
             workers=workers, memory_limit=memory_limit, lease_seconds=lease_seconds,
@@ -110,10 +111,10 @@ class ExecutorService:
     @classmethod
     def from_settings(
         cls, settings: Settings, sessions: async_sessionmaker[AsyncSession],
-        engine: Engine | None = None,
+        engine: Engine | None = None, reads: async_sessionmaker[AsyncSession] | None = None,
     ) -> ExecutorService:
         return cls(
-            sessions, engine or load_engine(settings.engine),
+            sessions, engine or load_engine(settings.engine), reads=reads,
             landing_dir=settings.landing_path(), warehouse_dir=settings.warehouse_path(),
             token=settings.executor_token, workers=settings.executor_workers,
             memory_limit=settings.executor_memory_limit, lease_seconds=settings.lease_seconds,
@@ -290,7 +291,9 @@ def create_standalone_executor_app(
 ) -> FastAPI:
     """`strata executor`: its own database engine and runner, run by its own lifespan."""
     db = create_engine(settings.database_url)
-    service = ExecutorService.from_settings(settings, session_factory(db), engine=engine)
+    reader = create_read_engine(settings.database_url)
+    service = ExecutorService.from_settings(settings, session_factory(db), engine=engine,
+                                            reads=session_factory(reader))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -305,5 +308,6 @@ def create_standalone_executor_app(
         finally:
             await service.stop()
             await db.dispose()
+            await reader.dispose()
 
     return create_executor_app(service, lifespan=lifespan)

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from app.executor.schemas import ACTIVE_STATUSES, TaskCreate, TaskStatus
-from app.store.db import transaction
+from app.store.db import read_retrying, transaction
 from app.store.models import ExecutorTask
 from app.store.notify import notify
 from app.store.types import utcnow
@@ -54,8 +54,13 @@ def _held_by(runner: str) -> Any:
 class TaskStore:
     """The executor's repository; hands out detached `ExecutorTask` rows."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession],
+        reads: async_sessionmaker[AsyncSession] | None = None,
+    ) -> None:
         self.sessions = sessions
+        self.reads = reads or sessions
+        """Sessions of the read pool (`create_read_engine`): one round trip per plain read."""
 
     # --- create and read -------------------------------------------------------------------
 
@@ -67,9 +72,6 @@ class TaskStore:
         Race-safe: two concurrent creates with one key both try the insert; the unique index lets
         one win and the loser reads the winner's row back. Returns (task, created).
         """
-        existing = await self.get_by_key(body.idempotency_key)
-        if existing is not None:
-            return existing, False
         now = now or utcnow()
         task = ExecutorTask(
             id=str(uuid.uuid4()), job_id=body.job_id, stage=body.stage.value,
@@ -78,7 +80,7 @@ class TaskStore:
             landing_scope=body.landing_scope,
             created_at=now, updated_at=now,
         )
-        try:
+        try:  # a new key is the common case: insert first, read back only on a conflict
             async with transaction(self.sessions) as session:
                 session.add(task)
         except IntegrityError:
@@ -89,13 +91,15 @@ class TaskStore:
         return task, True
 
     async def get(self, task_id: str) -> ExecutorTask | None:
-        async with self.sessions() as session:
-            return await session.get(ExecutorTask, task_id)
+        return await read_retrying(self.reads, lambda s: s.get(ExecutorTask, task_id))
 
     async def get_by_key(self, idempotency_key: str) -> ExecutorTask | None:
         query = select(ExecutorTask).where(col(ExecutorTask.idempotency_key) == idempotency_key)
-        async with self.sessions() as session:
+
+        async def read(session: AsyncSession) -> ExecutorTask | None:
             return (await session.execute(query)).scalars().first()
+
+        return await read_retrying(self.reads, read)
 
     async def list_for_job(self, job_id: str) -> list[ExecutorTask]:
         """A job's tasks, oldest first."""

@@ -157,7 +157,8 @@ class JobService:
 
     async def read(self, owner: str | None, job_id: str) -> store.JobRow:
         """The job for display only (no ORM object: cheaper, and nothing to save)."""
-        row = await read_retrying(self._reader, lambda conn: store.read_job(conn, job_id, owner))
+        row = await read_retrying(self._reader.connect,
+                                  lambda conn: store.read_job(conn, job_id, owner))
         if row is None:
             raise JobNotFound(job_id)
         return row

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -58,17 +57,21 @@ def create_read_engine(url: str) -> AsyncEngine:
 
 
 T = TypeVar("T")
+C = TypeVar("C")
 
 
-async def read_retrying(engine: AsyncEngine, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-    """Run a read-only query; once more on a new connection if the first one was dead."""
+async def read_retrying(
+    open_: Callable[[], AbstractAsyncContextManager[C]], read: Callable[[C], Awaitable[T]]
+) -> T:
+    """Run a read-only query on what `open_` gives (a connection or a session of the read
+    pool); once more on a new one if the first connection was dead."""
     try:
-        async with engine.connect() as conn:
+        async with open_() as conn:
             return await read(conn)
     except DBAPIError as exc:
         if not exc.connection_invalidated:
             raise
-    async with engine.connect() as conn:
+    async with open_() as conn:
         return await read(conn)
 
 

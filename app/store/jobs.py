@@ -137,10 +137,12 @@ async def claim_runnable(
     session: AsyncSession, *, owner: str, now: datetime, lease_seconds: float, limit: int,
     only: Sequence[str] | None = None,
 ) -> list[Job]:
-    """Lease up to `limit` runnable jobs to `owner` in one statement.
+    """Lease up to `limit` runnable jobs to `owner` in one statement, and return them.
 
     On PostgreSQL the candidates are locked with FOR UPDATE SKIP LOCKED, so replicas never claim the
-    same job; SQLite serialises writers, which gives the same guarantee.
+    same job; SQLite serialises writers, which gives the same guarantee. The candidate predicates
+    are repeated in the UPDATE so that, where the engine ignores the row locks (SQLite), a job
+    another replica claimed, or a user cancelled, in between is not taken.
     """
     candidates = (
         select(col(Job.id))
@@ -151,25 +153,17 @@ async def claim_runnable(
     )
     if only is not None:
         candidates = candidates.where(col(Job.id).in_(list(only)))
-    ids = list((await session.execute(candidates)).scalars().all())
-    if not ids:
-        return []
     until = now + timedelta(seconds=lease_seconds)
-    # the predicates are repeated so that, where the engine ignores the row locks (SQLite), a job
-    # another replica claimed, or a user cancelled, in between is not taken
-    await session.execute(
+    claim = (
         update(Job)
-        .where(col(Job.id).in_(ids), *_runnable(now), _lease_free(owner, now))
+        .where(col(Job.id).in_(candidates.scalar_subquery()), *_runnable(now),
+               _lease_free(owner, now))
         .values(lease_owner=owner, lease_expires_at=until)
-        .execution_options(synchronize_session=False)
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
-    claimed = select(Job).where(
-        col(Job.id).in_(ids), col(Job.lease_owner) == owner, col(Job.lease_expires_at) == until
-    )
-    rows = (await session.execute(
-        claimed.execution_options(populate_existing=True)
-    )).scalars().all()
-    return list(rows)
+    rows = (await session.execute(claim)).scalars().all()
+    return sorted(rows, key=lambda job: job.updated_at)
 
 
 async def release_owner_leases(session: AsyncSession, *, owner: str) -> None:
