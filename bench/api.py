@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 
+from bench import request_cost
 from bench.common import (
     NO_LIMITS,
     REPO,
@@ -71,6 +72,8 @@ class ApiConfig:
     """wrk, loadgen, or auto (wrk when installed)."""
     profile: bool = False
     """py-spy the service during each endpoint's last run (BENCH_DIR/profiles)."""
+    cost_requests: int = 3000
+    """Requests per layer of `bench.request_cost` (in-process CPU per layer)."""
     root: Path | None = None
 
 
@@ -250,6 +253,7 @@ async def run(cfg: ApiConfig) -> dict[str, Any]:
             results.append(await run_backend(cfg, backend, tool, databases))
     finally:
         await asyncio.to_thread(databases.close)
+    costs = await request_cost.run(cfg.cost_requests, tuple(backends)) if results else []
     targets = []
     for r in results:
         value = r["ratios"]["get/healthz rps"]
@@ -261,6 +265,7 @@ async def run(cfg: ApiConfig) -> dict[str, Any]:
             "config": {"runs": cfg.runs, "duration": cfg.duration, "warmup": cfg.warmup,
                        "concurrency": cfg.concurrency, "jobs": cfg.jobs},
             "skipped_backends": skipped, "backends": results, "targets": targets,
+            "request_cost": costs,
             **({} if results else {"reason": "; ".join(skipped.values())})}
 
 

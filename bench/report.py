@@ -244,6 +244,18 @@ def api_section(bench: dict[str, Any]) -> list[str]:
                 f"{num(r['healthz/get cpu per request'])}; POST ÷ healthz "
                 f"{num(r['post/healthz rps'])}. Jobs in the database at the end: "
                 f"{b['jobs_in_db_at_end']}.", ""]
+    costs = bench.get("request_cost") or []
+    if costs:
+        out += ["### Where a job GET's CPU goes (`bench.request_cost`: in-process, no HTTP)", "",
+                "CPU ms per call of each layer alone, one call at a time; uvicorn's HTTP work "
+                "(the difference to the table above) comes on top of every request alike.", ""]
+        layers = [("healthz", "/healthz, whole request"), ("job_get", "job GET, whole request"),
+                  ("dependencies", "same dependencies, constant answer (framework share)"),
+                  ("service_read", "JobService.read (read pool, SQLAlchemy Core)"),
+                  ("document", "document from the stored row, serialised"),
+                  ("driver_floor", "same SELECT on the bare driver (no SQLAlchemy, no pool)")]
+        out += table(["layer", *[c["backend"] for c in costs]],
+                     [[label, *[num(c.get(key), 3) for c in costs]] for key, label in layers])
     return out
 
 

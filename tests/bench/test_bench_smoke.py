@@ -128,7 +128,7 @@ async def test_api_compares_the_job_endpoints_with_healthz(
     bench_dir: Path, tmp_path: Path
 ) -> None:
     cfg = api.ApiConfig(backends=["sqlite"], runs=1, duration=1.0, warmup=0.0, jobs=2,
-                        concurrency=4, tool="loadgen", root=tmp_path / "run")
+                        concurrency=4, tool="loadgen", cost_requests=20, root=tmp_path / "run")
     result = await api.run(cfg)
     assert result["status"] == "ok"
     (backend,) = result["backends"]
@@ -136,6 +136,9 @@ async def test_api_compares_the_job_endpoints_with_healthz(
     for summary in backend["summary"].values():
         assert summary["requests"] >= 1 and summary["errors"] == 0
     assert _is_number(backend["ratios"]["get/healthz rps"])
+    (cost,) = result["request_cost"]
+    layers = ("healthz", "job_get", "dependencies", "service_read", "document", "driver_floor")
+    assert all(_is_number(cost[layer]) and cost[layer] > 0 for layer in layers)
     _renders(report.api_section(result), "## 4.")
 
 
