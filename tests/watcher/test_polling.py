@@ -42,21 +42,23 @@ class QueuedExecutor(BatchClient):
 
 
 async def started_job(
-    sessions: async_sessionmaker[AsyncSession], driver: StageDriver
-) -> Job:
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path, queued_poll_seconds: float = 5.0
+) -> tuple[QueuedExecutor, StageDriver, Job]:
+    """A job whose first stage's task was just created on an executor that never moves."""
+    executor = QueuedExecutor()
+    driver = StageDriver(sessions, executor, AsyncLimiter(100, 1), tmp_path,
+                         queued_poll_seconds=queued_poll_seconds)
     service = JobService(sessions)
     job, _ = await service.create("local", NewJob("j", JobParams(source=Source(path="a/*.csv"))))
     advanced = await driver.advance(job)
     assert advanced is not None and advanced.status == "LandingToODS"
-    return advanced
+    return executor, driver, advanced
 
 
 async def test_a_new_task_is_not_polled_right_after_its_create_answered(
     sessions: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:
-    executor = QueuedExecutor()
-    driver = StageDriver(sessions, executor, AsyncLimiter(100, 1), tmp_path)
-    job = await started_job(sessions, driver)
+    executor, _, job = await started_job(sessions, tmp_path)
     assert executor.polls == 0
     assert job.results["batch"]["status"] == "created"
 
@@ -64,10 +66,7 @@ async def test_a_new_task_is_not_polled_right_after_its_create_answered(
 async def test_a_periodic_pass_leaves_a_queued_task_alone_for_a_while(
     sessions: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:
-    executor = QueuedExecutor()
-    driver = StageDriver(sessions, executor, AsyncLimiter(100, 1), tmp_path,
-                         queued_poll_seconds=60)
-    job = await started_job(sessions, driver)
+    executor, driver, job = await started_job(sessions, tmp_path, queued_poll_seconds=60)
     job = await driver.advance(job, woken=False) or job  # first look: nothing known yet
     assert executor.polls == 1
     for _ in range(3):
@@ -80,10 +79,7 @@ async def test_a_periodic_pass_leaves_a_queued_task_alone_for_a_while(
 async def test_a_queued_task_is_polled_again_once_the_interval_passed(
     sessions: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:
-    executor = QueuedExecutor()
-    driver = StageDriver(sessions, executor, AsyncLimiter(100, 1), tmp_path,
-                         queued_poll_seconds=0.0)
-    job = await started_job(sessions, driver)
+    executor, driver, job = await started_job(sessions, tmp_path, queued_poll_seconds=0.0)
     for _ in range(3):
         job = await driver.advance(job, woken=False) or job
     assert executor.polls == 3
