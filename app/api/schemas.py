@@ -75,14 +75,8 @@ class JobPublic(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
-        return cls(
-            job_id=job.id, name=job.name, description=job.description, owner=job.owner,
-            status=JobStatus(job.status), suspend=job.suspend,
-            params=JobParams.model_validate(job.params), results=job.results,
-            conditions=[Condition.model_validate(c) for c in job.conditions],
-            attempt=job.attempt, created_at=job.created_at, updated_at=job.updated_at,
-            started_at=job.started_at, ended_at=job.ended_at,
-        )
+        """The validated model of `job_document(job)`: one mapping from a job to its document."""
+        return cls.model_validate(job_document(job))
 
 
 class JobList(BaseModel):
@@ -97,8 +91,8 @@ def job_document(job: Job | JobRow) -> dict[str, Any]:
     """A `JobPublic` document straight from the stored job, for the hot read paths.
 
     The params were validated into `JobParams` and dumped when the job was written, so reading
-    them back through the model on every GET only burns CPU; the result is the same document
-    `JobPublic.of(job)` serialises to (a test keeps the two equal).
+    them back through the model on every GET only burns CPU; validating this document as a
+    `JobPublic` and dumping it gives it back unchanged (a test keeps it so).
     """
     return {
         "job_id": job.id, "name": job.name, "description": job.description,
