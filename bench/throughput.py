@@ -7,7 +7,8 @@ production defaults, the per-owner create limits lifted), 1,000 tiny jobs POSTed
 concurrent requests from this process), and, from a separate process (`bench.loadgen` as a
 probe: 2 connections, 20 requests/s in all), `GET /v1/jobs/{id}` the whole time. Jobs completed
 per second = jobs / (last `ended_at` - first `created_at`), from the database; completion is
-polled in the database every 0.25 s, not through the API.
+polled in the database every 0.25 s, not through the API. Each run is repeated with the executor
+in its own process (`strata executor`, `STRATA_EXECUTOR_URL` set; CPU of both processes).
 
 **Statements per watcher tick**: an in-process `Watcher` (its defaults: 4 workers, claims of up
 to 200) and `StageDriver` over a fresh test database holding N runnable jobs (N = 10, 100,
