@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from statemachine.exceptions import TransitionNotAllowed
 
 from app.domain.errors import ConcurrentUpdate, IllegalAction, JobNotFound
+from app.domain.fsm import restore
 from app.store import jobs as store
 from app.store.db import transaction
 from app.store.models import Job, JobEvent
-from app.watcher.fsm import restore
 
 
 def fire(job: Job, event: str, now: datetime, message: str = "", **kwargs: Any) -> list[JobEvent]:

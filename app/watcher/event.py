@@ -26,6 +26,7 @@ from app.batch.client import (
     TaskRejected,
 )
 from app.domain import conditions as cond
+from app.domain import layout
 from app.domain.errors import ConcurrentUpdate
 from app.domain.owners import landing_scope
 from app.domain.states import RUNNABLE_STATUSES, JobStatus, Stage, stage_of
@@ -285,7 +286,7 @@ class StageDriver:
         now = self.clock()
         layers = job.results.get("layers", {})
         missing = [s.layer for s in Stage if s.layer not in layers]
-        ds_dir = self.warehouse_dir / job.id / Stage.DWS_TO_DS.layer
+        ds_dir = layout.layer_dir(self.warehouse_dir, job.id, Stage.DWS_TO_DS.layer)
         if missing or not ds_dir.is_dir():
             what = ", ".join(missing) if missing else f"the DS folder {job.id}/ds"
             return await self._fail(job, None, "OutputMissing", f"missing output: {what}")

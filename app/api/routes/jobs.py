@@ -21,6 +21,7 @@ from app.api.schemas import (
     job_list_response,
     job_response,
 )
+from app.domain import layout
 from app.domain.errors import JobNotFound
 from app.domain.states import STOPPED_STATUSES, JobStatus
 from app.problems import PROBLEM_RESPONSES
@@ -122,7 +123,7 @@ async def get_output(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> StreamingResponse:
     """The data service: the DS rows of a Succeeded job, as JSON or CSV."""
-    path = ctx.warehouse_dir / job_id / "ds"
+    path = layout.layer_dir(ctx.warehouse_dir, job_id, "ds")
     await jobs.ensure_output(caller.scope, job_id)
     media = "application/json" if format == "json" else "text/csv"
     return StreamingResponse(layers.iter_rows(path, format, limit, offset), media_type=media)

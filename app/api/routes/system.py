@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.schemas import FsmDiagram, Health
+from app.domain.fsm import diagram
 from app.domain.states import JobStatus
-from app.watcher.fsm import diagram
 
 router = APIRouter(tags=["system"])
 

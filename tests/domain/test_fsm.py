@@ -11,8 +11,8 @@ from itertools import product
 import pytest
 from statemachine.exceptions import TransitionNotAllowed
 
+from app.domain.fsm import JobMachine, diagram, restore
 from app.domain.states import JobStatus as S
-from app.watcher.fsm import JobMachine, diagram, restore
 
 STAGE_STATES = [S.LANDING_TO_ODS, S.ODS_TO_DWD, S.DWD_TO_DWS, S.DWS_TO_DS]
 ACTIVE = [S.PENDING, *STAGE_STATES, S.COMPLETED]
