@@ -45,9 +45,9 @@ from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col
 
-from app.batch.client import BatchClient, BatchStatus, BatchTask
+from app.batch.testing import InMemoryBatchManager
 from app.domain.params import JobParams
-from app.domain.states import JobStatus, Stage
+from app.domain.states import JobStatus
 from app.store import jobs as store
 from app.store.db import create_engine, session_factory, transaction
 from app.store.models import Job, JobEvent
@@ -243,46 +243,6 @@ async def _end_to_end(cfg: ThroughputConfig, n: int, service: Service, db: Async
 # --- statements per tick ------------------------------------------------------------------
 
 
-class FakeBatch(BatchClient):
-    """An instant executor: tasks exist when created and finish when told to."""
-
-    def __init__(self) -> None:  # no HTTP client: nothing leaves the process
-        self.tasks: dict[str, BatchTask] = {}
-        self.keys: dict[str, str] = {}
-
-    async def create_task(
-        self, job_id: str, stage: str, attempt: int, idempotency_key: str,
-        params: dict[str, Any], landing_scope: str | None = None,
-    ) -> BatchTask:
-        if idempotency_key in self.keys:
-            return self.tasks[self.keys[idempotency_key]]
-        now = utcnow()
-        task = BatchTask(task_id=str(uuid.uuid4()), job_id=job_id, stage=Stage(stage),
-                         attempt=attempt, status=BatchStatus.CREATED, created_at=now,
-                         updated_at=now)
-        self.tasks[task.task_id] = task
-        self.keys[idempotency_key] = task.task_id
-        return task
-
-    async def get_task_status(self, task_id: str) -> BatchTask:
-        task = self.tasks[task_id]
-        if task.status is BatchStatus.CREATED:
-            task = task.model_copy(update={"status": BatchStatus.PROCESSING, "progress": 50.0})
-            self.tasks[task_id] = task
-        return task
-
-    async def cancel_task(self, task_id: str) -> BatchTask | None:
-        return self.tasks.get(task_id)
-
-    def complete_all(self) -> None:
-        now = utcnow()
-        for task_id, task in list(self.tasks.items()):
-            if not task.finished:
-                self.tasks[task_id] = task.model_copy(update={
-                    "status": BatchStatus.COMPLETED, "progress": 100.0, "updated_at": now,
-                    "result": {"rows": 20, "path": f"/nowhere/{task.job_id}", "seconds": 0.01}})
-
-
 class StatementCounter:
     """Counts statements by who issued them: the tick itself, or a job's advance task."""
 
@@ -381,7 +341,7 @@ async def tick_counts(url: str, n: int, warehouse: Path) -> dict[str, Any]:
     engine = create_engine(url)
     sessions = session_factory(engine)
     counter = StatementCounter(engine)
-    fake = FakeBatch()
+    fake = InMemoryBatchManager(start_on_poll=True)  # an instant executor
     driver = StageDriver(sessions, fake, AsyncLimiter(1_000_000, 1), warehouse)
     watcher = Watcher(sessions, driver)
     out: dict[str, Any] = {"runnable": n, "claim_limit": watcher.claim_limit,

@@ -1,22 +1,20 @@
-"""The BatchManager client: how the watcher talks to an executor over HTTP."""
+"""The BatchManager: how the watcher talks to an executor (the port, its HTTP client, a fake)."""
 
 from app.batch.client import (
     BatchClient,
     BatchError,
-    BatchStatus,
-    BatchTask,
     ExecutorUnavailable,
     TaskNotFound,
     TaskRejected,
     UnexpectedResponse,
     make_http_client,
 )
+from app.batch.manager import BatchManager
 
 __all__ = [
     "BatchClient",
     "BatchError",
-    "BatchStatus",
-    "BatchTask",
+    "BatchManager",
     "ExecutorUnavailable",
     "TaskNotFound",
     "TaskRejected",

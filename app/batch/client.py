@@ -1,5 +1,8 @@
 """The BatchManager client: create, poll and cancel executor tasks over HTTP.
 
+It implements `app.batch.manager.BatchManager`; the bodies it sends and reads are the executor's
+own (`app.contract.tasks`).
+
 The `httpx.AsyncClient` is injected (its `base_url` points at an executor, e.g.
 `http://127.0.0.1:8000/executor`), so tests swap in a `MockTransport` and the embedded default
 calls its own process over loopback exactly as a cluster calls a remote executor.
@@ -18,13 +21,11 @@ Every call is safe to retry: a create carries its idempotency key, a cancel is i
 from __future__ import annotations
 
 import logging
-from datetime import datetime
-from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -35,7 +36,7 @@ from tenacity import (
 )
 
 import app as strata
-from app.domain.states import Stage
+from app.contract.tasks import TaskCreate, TaskPublic
 
 log = logging.getLogger("strata.batch")
 
@@ -65,45 +66,6 @@ class TaskRejected(BatchError):
         super().__init__(f"executor refused the request ({status}): {detail}")
         self.status = status
         self.detail = detail
-
-
-class BatchStatus(StrEnum):
-    CREATED = "created"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-_FINISHED = frozenset({BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED})
-
-
-class BatchTask(BaseModel):
-    """An executor task as the executor reports it (the executor's `TaskPublic`)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    task_id: str
-    job_id: str
-    stage: Stage
-    attempt: int
-    status: BatchStatus
-    progress: float = 0.0
-    processed: int = 0
-    total: int = 0
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def finished(self) -> bool:
-        """Completed, failed or cancelled: it will not change any more."""
-        return self.status in _FINISHED
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status is BatchStatus.COMPLETED
 
 
 class _ServerError(Exception):
@@ -143,24 +105,18 @@ class BatchClient:
         self.retry_max_wait = retry_max_wait
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    async def create_task(
-        self, job_id: str, stage: str, attempt: int, idempotency_key: str, params: dict[str, Any],
-        landing_scope: str | None = None,
-    ) -> BatchTask:
-        """Create the task, or get the one the executor already has for `idempotency_key`."""
-        body = {"job_id": job_id, "stage": str(stage), "attempt": attempt,
-                "idempotency_key": idempotency_key, "params": params,
-                "landing_scope": landing_scope}
-        response = await self._request("POST", "/v1/tasks", json=body)
+    async def create_task(self, task: TaskCreate) -> TaskPublic:
+        """Create the task, or get the one the executor already has for its idempotency key."""
+        response = await self._request("POST", "/v1/tasks", json=task.wire_body())
         self._raise_for_client_error(response)
         return _task(response)
 
-    async def get_task_status(self, task_id: str) -> BatchTask:
+    async def get_task_status(self, task_id: str) -> TaskPublic:
         response = await self._request("GET", _task_path(task_id))
         self._raise_for_client_error(response, task_id)
         return _task(response)
 
-    async def cancel_task(self, task_id: str) -> BatchTask | None:
+    async def cancel_task(self, task_id: str) -> TaskPublic | None:
         """Cancel the task (a finished one is returned unchanged); None if it is unknown."""
         response = await self._request("DELETE", _task_path(task_id))
         if response.status_code == httpx.codes.NOT_FOUND:
@@ -168,12 +124,12 @@ class BatchClient:
         self._raise_for_client_error(response, task_id)
         return _task(response)
 
-    async def list_tasks(self, job_id: str) -> list[BatchTask]:
+    async def list_tasks(self, job_id: str) -> list[TaskPublic]:
         """A job's tasks, oldest first."""
         response = await self._request("GET", "/v1/tasks", params={"job_id": job_id})
         self._raise_for_client_error(response)
         try:
-            return [BatchTask.model_validate(t) for t in response.json()["tasks"]]
+            return [TaskPublic.model_validate(t) for t in response.json()["tasks"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise UnexpectedResponse(f"not a task list: {exc}") from exc
 
@@ -230,9 +186,9 @@ def _task_path(task_id: str) -> str:
     return f"/v1/tasks/{quote(task_id, safe='')}"
 
 
-def _task(response: httpx.Response) -> BatchTask:
+def _task(response: httpx.Response) -> TaskPublic:
     try:
-        return BatchTask.model_validate_json(response.content)
+        return TaskPublic.model_validate_json(response.content)
     except ValidationError as exc:
         raise UnexpectedResponse(
             f"executor answered {response.status_code} without a task: {exc.errors()[:1]}"

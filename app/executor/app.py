@@ -25,15 +25,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import app as strata
+from app.contract.tasks import TaskCreate, TaskPublic, TaskStatus
 from app.executor.engine.base import Engine
 from app.executor.runner import TaskRunner
-from app.executor.schemas import (
-    ExecutorHealth,
-    TaskCreate,
-    TaskList,
-    TaskPublic,
-    TaskStatus,
-)
+from app.executor.schemas import ExecutorHealth, TaskList, task_public
 from app.executor.tasks import TaskStore
 from app.problems import (
     PROBLEM_RESPONSES,
@@ -143,23 +138,23 @@ class ExecutorService:
             )
         if created:
             self.runner.submit(task.id)
-        return self._public(TaskPublic.of(task)), created
+        return self._public(task_public(task)), created
 
     async def get(self, task_id: str) -> TaskPublic:
         task = await self.store.get(task_id)
         if task is None:
             raise UnknownTask(task_id)
-        return self._public(TaskPublic.of(task))
+        return self._public(task_public(task))
 
     async def list_for_job(self, job_id: str) -> TaskList:
         tasks = await self.store.list_for_job(job_id)
-        return TaskList(tasks=[self._public(TaskPublic.of(t)) for t in tasks])
+        return TaskList(tasks=[self._public(task_public(t)) for t in tasks])
 
     async def cancel(self, task_id: str) -> TaskPublic:
         task = await self.runner.cancel(task_id)
         if task is None:
             raise UnknownTask(task_id)
-        return TaskPublic.of(task)
+        return task_public(task)
 
     def health(self) -> ExecutorHealth:
         return ExecutorHealth(runner_id=self.runner.runner_id, running=self.runner.running,

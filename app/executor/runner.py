@@ -27,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from app.contract.tasks import TaskStatus
 from app.domain.params import JobParams
 from app.domain.states import Stage
 from app.executor.engine.base import (
@@ -38,7 +39,6 @@ from app.executor.engine.base import (
     StageFailed,
     StageRequest,
 )
-from app.executor.schemas import TaskStatus
 from app.executor.tasks import TaskStore
 from app.logs import bind
 from app.store.models import ExecutorTask

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from app.executor.schemas import ACTIVE_STATUSES, TaskCreate, TaskStatus
+from app.contract.tasks import ACTIVE_STATUSES, TaskCreate, TaskStatus
 from app.store.db import read_retrying, transaction
 from app.store.models import ExecutorTask
 from app.store.notify import notify

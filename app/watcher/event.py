@@ -18,17 +18,14 @@ from typing import Any
 
 from aiolimiter import AsyncLimiter
 
-from app.batch.client import (
-    BatchClient,
-    BatchTask,
-    ExecutorUnavailable,
-    TaskNotFound,
-    TaskRejected,
-)
+from app.batch.client import ExecutorUnavailable, TaskNotFound, TaskRejected
+from app.batch.manager import BatchManager
+from app.contract.tasks import ACTIVE_STATUSES, TaskCreate, TaskPublic, TaskStatus
 from app.domain import conditions as cond
 from app.domain import layout
 from app.domain.errors import ConcurrentUpdate
 from app.domain.owners import landing_scope
+from app.domain.params import JobParams
 from app.domain.states import RUNNABLE_STATUSES, JobStatus, Stage, stage_of
 from app.faults import crash_point
 from app.logs import bind
@@ -43,7 +40,6 @@ from app.watcher.helper import backoff_seconds, params_of, task_key, timeout_rea
 log = logging.getLogger("strata.watcher")
 
 MAX_STEPS_PER_TICK = 12
-RUNNING_TASK = frozenset({"created", "processing"})
 # events after which a stage's automatic retries start counting from zero
 RETRY_RESETS = ("create", "start", "stage_done", "retry")
 
@@ -51,7 +47,7 @@ RETRY_RESETS = ("create", "start", "stage_done", "retry")
 @dataclass
 class StageDriver:
     sessions: Any
-    batch: BatchClient
+    batch: BatchManager
     limiter: AsyncLimiter
     warehouse_dir: Path
     retry_backoff: float = 2.0
@@ -150,7 +146,7 @@ class StageDriver:
         except ExecutorUnavailable as exc:
             self.metrics.task_poll_errors.labels("unavailable").inc()
             return await self._executor_down(job, exc)
-        if task.status == "created":
+        if task.status is TaskStatus.CREATED:
             if len(self._queued_seen) > 100_000:  # jobs deleted while queued leave entries
                 self._queued_seen.clear()
             self._queued_seen[task_id] = time.monotonic()
@@ -159,10 +155,10 @@ class StageDriver:
         job = self._executor_up(job, now)
         return await self._on_task(job, stage, task)
 
-    async def _on_task(self, job: Job, stage: Stage, task: BatchTask) -> Job:
-        if task.status in RUNNING_TASK:
+    async def _on_task(self, job: Job, stage: Stage, task: TaskPublic) -> Job:
+        if task.status in ACTIVE_STATUSES:
             return await self._record_progress(job, task)
-        if task.status == "completed":
+        if task.status is TaskStatus.COMPLETED:
             return await self._stage_done(job, stage, task)
         return await self._task_failed(job, stage, task)
 
@@ -170,16 +166,16 @@ class StageDriver:
         return bool(batch.get("task_id")) and batch.get("stage") == job.status and (
             batch.get("attempt") == job.attempt)
 
-    async def _create_task(self, job: Job, stage: Stage) -> BatchTask:
+    async def _create_task(self, job: Job, stage: Stage) -> TaskPublic:
         async with self.limiter:
-            return await self.batch.create_task(
-                job_id=job.id, stage=stage.value, attempt=job.attempt,
-                idempotency_key=task_key(job.id, stage.value, job.attempt), params=job.params,
-                landing_scope=landing_scope(job.owner),
-            )
+            return await self.batch.create_task(TaskCreate(
+                job_id=job.id, stage=stage, attempt=job.attempt,
+                idempotency_key=task_key(job.id, stage.value, job.attempt),
+                params=JobParams.model_validate(job.params), landing_scope=landing_scope(job.owner),
+            ))
 
     @staticmethod
-    def _batch_of(task: BatchTask) -> dict[str, Any]:
+    def _batch_of(task: TaskPublic) -> dict[str, Any]:
         result = task.result or {}
         return {
             "task_id": task.task_id, "stage": task.stage, "attempt": task.attempt,
@@ -188,14 +184,14 @@ class StageDriver:
             "result_path": result.get("path"),
         }
 
-    async def _record_progress(self, job: Job, task: BatchTask) -> Job:
+    async def _record_progress(self, job: Job, task: TaskPublic) -> Job:
         batch = self._batch_of(task)
         if batch == job.results.get("batch"):
             return job
         job.results = {**job.results, "batch": batch}
         return await self._commit(job, [])
 
-    async def _stage_done(self, job: Job, stage: Stage, task: BatchTask) -> Job:
+    async def _stage_done(self, job: Job, stage: Stage, task: TaskPublic) -> Job:
         now = self.clock()
         result = dict(task.result or {})
         layer = {
@@ -220,7 +216,7 @@ class StageDriver:
         job.next_run_at = None
         return await self._commit(job, events)
 
-    async def _task_failed(self, job: Job, stage: Stage, task: BatchTask) -> Job:
+    async def _task_failed(self, job: Job, stage: Stage, task: TaskPublic) -> Job:
         error = task.error or f"task ended {task.status}"
         async with self.sessions() as session:
             earlier = await store.count_events_since_last(session, job.id, "retry_stage",

@@ -14,14 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.batch.client import (
     BatchClient,
-    BatchStatus,
-    BatchTask,
     ExecutorUnavailable,
     TaskNotFound,
     TaskRejected,
     UnexpectedResponse,
     make_http_client,
 )
+from app.contract.tasks import TaskCreate, TaskPublic, TaskStatus
+from app.domain.params import JobParams
+from app.domain.states import Stage
 from app.executor.app import ExecutorService, create_executor_app
 from tests.executor.test_runner import PARAMS, ProgressEngine
 from tests.servers import free_port, serve_app
@@ -33,6 +34,16 @@ TASK_JSON: dict[str, Any] = {
     "status": "processing", "progress": 12.5, "processed": 125, "total": 1000, "result": None,
     "error": None, "created_at": "2024-05-01T10:00:00Z", "updated_at": "2024-05-01T10:00:01Z",
 }
+
+
+def task(attempt: int = 1, key: str = "job-1:LandingToODS:1") -> TaskCreate:
+    """The create body of the job's first stage; an invalid `attempt` is sent unchecked."""
+    fields = {"job_id": "job-1", "stage": Stage.LANDING_TO_ODS, "attempt": attempt,
+              "idempotency_key": key, "params": JobParams.model_validate(PARAMS),
+              "landing_scope": None}
+    return TaskCreate.model_construct(**fields) if attempt < 1 else TaskCreate(**fields)
+
+
 PROBLEM = {"type": "about:blank", "title": "Conflict", "status": 409,
            "detail": "idempotency_key 'k' belongs to task t-0"}
 
@@ -96,31 +107,29 @@ async def test_the_client_drives_a_task_through_the_real_executor_over_http(
         batch = BatchClient(http, token=TOKEN)
         assert await batch.healthy()
 
-        task = await batch.create_task("job-1", "LandingToODS", 1, "job-1:LandingToODS:1",
-                                       PARAMS)
-        again = await batch.create_task("job-1", "LandingToODS", 1, "job-1:LandingToODS:1",
-                                        PARAMS)
-        assert again.task_id == task.task_id and task.job_id == "job-1"
+        created = await batch.create_task(task())
+        again = await batch.create_task(task())
+        assert again.task_id == created.task_id and created.job_id == "job-1"
 
-        async def succeeded() -> BatchTask | None:
-            polled = await batch.get_task_status(task.task_id)
+        async def succeeded() -> TaskPublic | None:
+            polled = await batch.get_task_status(created.task_id)
             return polled if polled.finished else None
 
         done = await wait_for(succeeded)
-        assert done.succeeded and done.status is BatchStatus.COMPLETED
+        assert done.succeeded and done.status is TaskStatus.COMPLETED
         assert done.result is not None and done.result["rows"] == 100
-        assert [t.task_id for t in await batch.list_tasks("job-1")] == [task.task_id]
-        cancelled_late = await batch.cancel_task(task.task_id)
+        assert [t.task_id for t in await batch.list_tasks("job-1")] == [created.task_id]
+        cancelled_late = await batch.cancel_task(created.task_id)
         assert cancelled_late is not None and cancelled_late.succeeded  # finished: unchanged
 
         assert await batch.cancel_task("no-such-task") is None
         with pytest.raises(TaskNotFound):
             await batch.get_task_status("no-such-task")
         with pytest.raises(TaskRejected) as reused:
-            await batch.create_task("job-1", "LandingToODS", 2, "job-1:LandingToODS:1", PARAMS)
-        assert reused.value.status == 409 and task.task_id in reused.value.detail
+            await batch.create_task(task(attempt=2))
+        assert reused.value.status == 409 and created.task_id in reused.value.detail
         with pytest.raises(TaskRejected) as invalid:
-            await batch.create_task("job-1", "LandingToODS", 0, "k", PARAMS)
+            await batch.create_task(task(attempt=0, key="k"))
         assert invalid.value.status == 422 and "attempt" in invalid.value.detail
         with pytest.raises(TaskRejected) as unauthorized:
             await BatchClient(http).list_tasks("job-1")
@@ -148,7 +157,7 @@ async def test_5xx_on_every_attempt_is_executor_unavailable(closing: list[BatchC
     closing.append(batch)
 
     with pytest.raises(ExecutorUnavailable, match="503 draining"):
-        await batch.create_task("job-1", "LandingToODS", 1, "k", PARAMS)
+        await batch.create_task(task(key="k"))
     assert len(seen) == 4
 
 
@@ -206,7 +215,7 @@ async def test_other_4xx_are_task_rejected_with_the_problem_detail(
     closing.append(batch)
 
     with pytest.raises(TaskRejected) as raised:
-        await batch.create_task("job-1", "LandingToODS", 1, "k", PARAMS)
+        await batch.create_task(task(key="k"))
 
     assert (raised.value.status, raised.value.detail) == (status, detail)
     assert len(seen) == 1
@@ -217,7 +226,7 @@ async def test_requests_carry_the_token_and_the_task_body(closing: list[BatchCli
     anonymous, seen_anonymous = mock_client(lambda request: httpx.Response(200, json=TASK_JSON))
     closing.extend([batch, anonymous])
 
-    await batch.create_task("job-1", "LandingToODS", 1, "job-1:LandingToODS:1", PARAMS)
+    await batch.create_task(task())
     await anonymous.get_task_status("t-1")
 
     sent = seen[0]
@@ -247,9 +256,9 @@ async def test_an_answer_that_is_not_a_task_is_unexpected(closing: list[BatchCli
 def test_a_batch_task_knows_whether_it_is_finished(
     status: str, finished: bool, succeeded: bool
 ) -> None:
-    task = BatchTask.model_validate({**TASK_JSON, "status": status, "extra_field": "ignored"})
+    document = TaskPublic.model_validate({**TASK_JSON, "status": status, "extra_field": "ignored"})
 
-    assert (task.finished, task.succeeded) == (finished, succeeded)
+    assert (document.finished, document.succeeded) == (finished, succeeded)
 
 
 async def test_make_http_client_has_bounded_timeouts() -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from app.contract.tasks import TaskCreate, TaskStatus
 from app.domain.params import JobParams
 from app.domain.states import Stage
 from app.executor.engine.base import (
@@ -32,7 +33,6 @@ from app.executor.engine.base import (
     StageRequest,
 )
 from app.executor.runner import TaskRunner, new_runner_id
-from app.executor.schemas import TaskCreate, TaskStatus
 from app.executor.tasks import TaskStore
 from app.store.db import transaction
 from app.store.models import ExecutorTask

@@ -2,50 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
-from typing import Any
 
 from aiolimiter import AsyncLimiter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.batch.client import BatchClient, BatchStatus, BatchTask
+from app.batch.testing import InMemoryBatchManager
 from app.domain.params import JobParams, Source
-from app.domain.states import Stage
 from app.services.jobs import JobService, NewJob
 from app.store.models import Job
-from app.store.types import utcnow
 from app.watcher.event import StageDriver
-
-
-class QueuedExecutor(BatchClient):
-    """An executor whose queue never moves: every task stays `created`. Counts the polls."""
-
-    def __init__(self) -> None:  # nothing leaves the process
-        self.tasks: dict[str, BatchTask] = {}
-        self.polls = 0
-
-    async def create_task(
-        self, job_id: str, stage: str, attempt: int, idempotency_key: str,
-        params: dict[str, Any], landing_scope: str | None = None,
-    ) -> BatchTask:
-        now = utcnow()
-        task = BatchTask(task_id=str(uuid.uuid4()), job_id=job_id, stage=Stage(stage),
-                         attempt=attempt, status=BatchStatus.CREATED, created_at=now,
-                         updated_at=now)
-        self.tasks[task.task_id] = task
-        return task
-
-    async def get_task_status(self, task_id: str) -> BatchTask:
-        self.polls += 1
-        return self.tasks[task_id]
 
 
 async def started_job(
     sessions: async_sessionmaker[AsyncSession], tmp_path: Path, queued_poll_seconds: float = 5.0
-) -> tuple[QueuedExecutor, StageDriver, Job]:
+) -> tuple[InMemoryBatchManager, StageDriver, Job]:
     """A job whose first stage's task was just created on an executor that never moves."""
-    executor = QueuedExecutor()
+    executor = InMemoryBatchManager()  # its queue never moves: every task stays `created`
     driver = StageDriver(sessions, executor, AsyncLimiter(100, 1), tmp_path,
                          queued_poll_seconds=queued_poll_seconds)
     service = JobService(sessions)
