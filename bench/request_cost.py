@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 from fastapi.responses import Response
 
-from app.api.deps import Caller, Jobs
+from app.api.deps import Caller, Jobs, services_of
 from app.api.schemas import job_response
 from app.main import create_app
 from app.settings import Settings
@@ -95,7 +95,7 @@ async def measure(backend: str, url: str, folder: Path, n: int) -> dict[str, Any
                                   json.dumps(tiny_job(f"cost-{i}", suspend=True)).encode())
         assert status == 201, body
         ids.append(json.loads(body)["job_id"])
-    jobs = app.state.api.jobs
+    jobs = services_of(app).jobs
     rows = [await jobs.read(None, job_id) for job_id in ids]
 
     async def ok(path: str) -> None:

@@ -1,15 +1,14 @@
-"""Dependencies of the routes, as `Annotated` aliases."""
+"""Dependencies of the routes, as `Annotated` aliases, over the app's typed `Services`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.security import Principal, TokenTable
+from app.api.security import Principal
+from app.container import Services
 from app.domain.owners import LOCAL_OWNER
 from app.problems import ProblemError
 from app.services.jobs import JobService
@@ -17,29 +16,23 @@ from app.services.jobs import JobService
 _bearer = HTTPBearer(auto_error=False, description="A token from STRATA_API_TOKENS.")
 
 
-@dataclass
-class ApiContext:
-    """What the routes need, built once by the app factory."""
-
-    jobs: JobService
-    tokens: TokenTable | None
-    landing_dir: Path
-    warehouse_dir: Path
-    max_upload_bytes: int
-
-    def landing_for(self, principal: Principal) -> Path:
-        """The caller's own landing space."""
-        scope = principal.landing_scope
-        return self.landing_dir / scope if scope else self.landing_dir
+def install_services(app: FastAPI, services: Services) -> None:
+    """Hand the app its services (the only write to `app.state`)."""
+    app.state.services = services
 
 
-async def get_context(request: Request) -> ApiContext:
-    ctx = request.app.state.api
-    assert isinstance(ctx, ApiContext)
-    return ctx
+def services_of(app: FastAPI) -> Services:
+    """The services an app was built with, typed."""
+    services = app.state.services
+    assert isinstance(services, Services)
+    return services
 
 
-Context = Annotated[ApiContext, Depends(get_context)]
+async def get_services(request: Request) -> Services:
+    return services_of(request.app)
+
+
+Context = Annotated[Services, Depends(get_services)]
 
 
 async def get_principal(

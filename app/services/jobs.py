@@ -6,16 +6,18 @@ import hashlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from aiolimiter import AsyncLimiter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.domain import conditions as cond
+from app.domain import layout
 from app.domain.errors import (
     IdempotencyConflict,
     IllegalAction,
@@ -24,10 +26,11 @@ from app.domain.errors import (
     TooManyRequests,
 )
 from app.domain.params import JobParams
-from app.domain.states import STAGES, JobStatus
+from app.domain.states import STAGES, JobStatus, Stage
 from app.metrics import Metrics
 from app.services.transitions import change_job, fire
 from app.store import jobs as store
+from app.store import layers
 from app.store.db import read_retrying, transaction
 from app.store.models import Job, JobEvent
 from app.store.notify import notify
@@ -82,6 +85,8 @@ class JobService:
     metrics: Metrics = field(default_factory=Metrics)
     reader: AsyncEngine | None = None
     """The pool of the hot reads (`create_read_engine`); the sessions' engine when None."""
+    warehouse_dir: Path | None = None
+    """Where the layers are written; needed only to serve output."""
     _rates: dict[str, AsyncLimiter] = field(default_factory=dict)
 
     async def create(
@@ -271,3 +276,14 @@ class JobService:
         job = await self.get(owner, job_id)
         if job.status != JobStatus.SUCCEEDED.value:
             raise OutputNotReady(job_id, job.status)
+
+    async def output(
+        self, owner: str | None, job_id: str, fmt: Literal["json", "csv"], limit: int,
+        offset: int = 0,
+    ) -> Iterator[bytes]:
+        """The DS rows of a Succeeded job as JSON or CSV chunks (`app.store.layers.iter_rows`)."""
+        if self.warehouse_dir is None:
+            raise RuntimeError("this JobService has no warehouse_dir to serve output from")
+        path = layout.layer_dir(self.warehouse_dir, job_id, Stage.DWS_TO_DS.layer)
+        await self.ensure_output(owner, job_id)
+        return layers.iter_rows(path, fmt, limit, offset)

@@ -45,8 +45,11 @@ class WakeListener:
         self.dsn = dsn
         self.on_wake = on_wake
         self.retry_seconds = retry_seconds
-        self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._task is not None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="strata-wake-listener")
@@ -69,7 +72,6 @@ class WakeListener:
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, ev=lost: ev.set())
                 await conn.add_listener(WAKE_CHANNEL, self._on_notification)
-                self.connected.set()
                 self.on_wake(None)  # anything that happened while not listening: a full pass
                 while not lost.is_set() and not conn.is_closed():
                     with contextlib.suppress(TimeoutError):
@@ -81,7 +83,6 @@ class WakeListener:
             except Exception as exc:
                 log.warning("wake listener lost its connection (%s); polling meanwhile", exc)
             finally:
-                self.connected.clear()
                 if conn is not None and not conn.is_closed():
                     with contextlib.suppress(Exception):
                         await conn.close(timeout=2)

@@ -60,7 +60,6 @@ class Watcher:
         self.owner = owner or replica_id()
         self.clock = clock
         self.metrics = metrics or driver.metrics
-        self.ticks = 0
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -77,6 +76,11 @@ class Watcher:
         else:
             self._hot.add(job_id)
         self._wake.set()
+
+    @property
+    def started(self) -> bool:
+        """Its loop runs: started and not yet stopped."""
+        return self._task is not None
 
     def start(self) -> None:
         if self._task is None:
@@ -132,7 +136,6 @@ class Watcher:
         `woken`: the jobs this pass is a wake-up for (None: all of them); the others are being
         looked at by the periodic poll, which may leave a queued task unpolled for a while.
         """
-        self.ticks += 1
         with self.metrics.tick_seconds.time():
             now = self.clock()
             async with transaction(self.sessions) as session:

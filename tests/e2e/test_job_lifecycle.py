@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from app.api.deps import services_of
 from tests.e2e.conftest import events_of, submit, upload, wait_status
 from tests.waiting import wait_for
 
@@ -159,7 +160,7 @@ async def test_a_suspended_job_does_not_start_until_resumed(service: httpx.Async
     body["suspend"] = True
     job_id = await submit(service, body)
     await service.get("/v1/jobs")  # give the watcher ticks to (not) pick it up
-    watcher = service.app.state.watcher  # type: ignore[attr-defined]
+    watcher = services_of(service.app).watcher  # type: ignore[attr-defined]
     await watcher.tick()
     assert (await service.get(f"/v1/jobs/{job_id}")).json()["status"] == "Pending"
     await service.post(f"/v1/jobs/{job_id}/resume")

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response, status
 from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api.deps import Caller, Context, Jobs
+from app.api.deps import Caller, Jobs
 from app.api.schemas import (
     EventList,
     EventPublic,
@@ -21,12 +21,10 @@ from app.api.schemas import (
     job_list_response,
     job_response,
 )
-from app.domain import layout
 from app.domain.errors import JobNotFound
 from app.domain.states import STOPPED_STATUSES, JobStatus
 from app.problems import PROBLEM_RESPONSES
 from app.services.jobs import NewJob
-from app.store import layers
 from app.store.models import Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
@@ -117,16 +115,14 @@ async def get_output(
     job_id: str,
     caller: Caller,
     jobs: Jobs,
-    ctx: Context,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
     limit: Annotated[int, Query(ge=1, le=1_000_000)] = 1000,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> StreamingResponse:
     """The data service: the DS rows of a Succeeded job, as JSON or CSV."""
-    path = layout.layer_dir(ctx.warehouse_dir, job_id, "ds")
-    await jobs.ensure_output(caller.scope, job_id)
+    rows = await jobs.output(caller.scope, job_id, format, limit, offset)
     media = "application/json" if format == "json" else "text/csv"
-    return StreamingResponse(layers.iter_rows(path, format, limit, offset), media_type=media)
+    return StreamingResponse(rows, media_type=media)
 
 
 WATCH_POLL_SECONDS = 0.2

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.api.deps import Context
 from app.api.schemas import FsmDiagram, Health
+from app.container import ReadinessCheck
 from app.domain.fsm import diagram
 from app.domain.states import JobStatus
 
 router = APIRouter(tags=["system"])
 
-ReadinessCheck = Callable[[], Awaitable[None]]
 
-
-async def get_checks(request: Request) -> dict[str, ReadinessCheck]:
-    checks = request.app.state.readiness
-    assert isinstance(checks, dict)
-    return checks
+async def get_checks(ctx: Context) -> dict[str, ReadinessCheck]:
+    return ctx.readiness
 
 
 @router.get("/healthz", operation_id="healthz")
@@ -58,8 +55,8 @@ async def fsm(current: JobStatus | None = None) -> FsmDiagram:
 @router.get("/metrics", operation_id="metrics", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
                              "description": "Prometheus text format"}})
-async def metrics(request: Request) -> Response:
+async def metrics(ctx: Context) -> Response:
     """Prometheus metrics (`strata_*`)."""
-    await request.app.state.refresh_metrics()
-    body = generate_latest(request.app.state.metrics.registry)
+    await ctx.refresh_metrics()
+    body = generate_latest(ctx.metrics.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
