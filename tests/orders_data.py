@@ -22,6 +22,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+"""The product's sample jobs (`examples/orders_job.json` runs on this data)."""
+
 COLUMNS = (
     "order_id",
     "event_ts",

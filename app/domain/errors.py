@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 
-class StrataError(Exception):
-    """Base of every error Strata raises on purpose."""
+class DomainError(Exception):
+    """Base of every error the domain raises on purpose (not the API client's `StrataError`)."""
 
 
-class JobNotFound(StrataError):
+class JobNotFound(DomainError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"job {job_id} not found")
         self.job_id = job_id
 
 
-class IllegalAction(StrataError):
+class IllegalAction(DomainError):
     """An action the job's machine refuses in its current state."""
 
     def __init__(self, action: str, status: str) -> None:
@@ -22,13 +22,13 @@ class IllegalAction(StrataError):
         self.status = status
 
 
-class IdempotencyConflict(StrataError):
+class IdempotencyConflict(DomainError):
     def __init__(self, key: str) -> None:
         super().__init__(f"Idempotency-Key {key!r} was already used with a different body")
         self.key = key
 
 
-class ConcurrentUpdate(StrataError):
+class ConcurrentUpdate(DomainError):
     """The job changed between read and write; the caller may reload and try again."""
 
     def __init__(self, job_id: str) -> None:
@@ -36,21 +36,21 @@ class ConcurrentUpdate(StrataError):
         self.job_id = job_id
 
 
-class LandingPathRefused(StrataError):
+class LandingPathRefused(DomainError):
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"landing path {path!r} refused: {reason}")
         self.path = path
         self.reason = reason
 
 
-class OutputNotReady(StrataError):
+class OutputNotReady(DomainError):
     def __init__(self, job_id: str, status: str) -> None:
         super().__init__(f"job {job_id} has no output: it is {status}, not Succeeded")
         self.job_id = job_id
         self.status = status
 
 
-class TooManyRequests(StrataError):
+class TooManyRequests(DomainError):
     """An owner's limit is reached; `retry_after` says when trying again makes sense."""
 
     def __init__(self, detail: str, retry_after: int) -> None:

@@ -42,7 +42,6 @@ _OUTPUT_LAYER = dict(zip(STAGES, LAYERS, strict=True))
 _INPUT_LAYER = dict(zip(STAGES, ("landing", "ods", "dwd", "dws"), strict=True))
 
 STAGE_STATUSES = frozenset(JobStatus(s.value) for s in STAGES)
-FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED})
 STOPPED_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 RUNNABLE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.COMPLETED} | STAGE_STATUSES)
 

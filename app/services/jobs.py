@@ -196,7 +196,8 @@ class JobService:
             job.updated_at = now
             return events
 
-        job = await change_job(self.sessions, job_id, apply, owner=owner)
+        job = await change_job(self.sessions, job_id, apply, owner=owner,
+                               on_saved=self.metrics.count_transitions)
         self.wake(job.id)
         return job
 

@@ -49,13 +49,6 @@ async def get_job(session: AsyncSession, job_id: str, owner: str | None = None) 
     return (await session.execute(query)).scalars().first()
 
 
-async def get_jobs(session: AsyncSession, job_ids: Sequence[str]) -> list[Job]:
-    if not job_ids:
-        return []
-    rows = (await session.execute(select(Job).where(col(Job.id).in_(job_ids)))).scalars().all()
-    return list(rows)
-
-
 async def find_by_idempotency_key(session: AsyncSession, owner: str, key: str) -> Job | None:
     query = select(Job).where(col(Job.owner) == owner, col(Job.idempotency_key) == key)
     return (await session.execute(query)).scalars().first()

@@ -11,7 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.cli.conftest import ORDERS_JOB, failing_spec, strata
+from tests.cli.commands import ORDERS_JOB, failing_spec, strata
 from tests.servers import free_port
 
 # the CLI never touches the database: one backend is enough (the client test runs on both)

@@ -23,7 +23,7 @@ from app.client import (
     Unreachable,
     _sse_events,
 )
-from tests.cli.conftest import failing_spec, orders_spec
+from tests.cli.commands import failing_spec, orders_spec
 from tests.servers import free_port
 from tests.service import running_service, service_settings
 

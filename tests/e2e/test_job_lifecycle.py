@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from app.api.deps import services_of
-from tests.e2e.conftest import events_of, submit, upload, wait_status
+from tests.jobs_over_http import events_of, submit, upload, wait_status
 from tests.waiting import wait_for
 
 HAPPY_PATH = [

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import submit, upload, wait_status
+from tests.jobs_over_http import submit, upload, wait_status
 from tests.orders_data import Dirt, generate, write_csv
 from tests.outputs import differences
 from tests.processes import StrataProcess

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.databases import PG_ADMIN_DSN
-from tests.e2e.conftest import submit, wait_status
+from tests.jobs_over_http import submit, wait_status
 from tests.processes import StrataProcess
 from tests.waiting import wait_for
 

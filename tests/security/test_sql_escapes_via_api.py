@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import submit, wait_status
+from tests.jobs_over_http import submit, wait_status
 
 ATTACKS = [
     ("read a system file", "SELECT * FROM read_csv('/etc/passwd')", "'/etc/passwd' refused"),

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import submit, upload
+from tests.jobs_over_http import submit, upload
 from tests.orders_data import Dirt, generate, write_csv
 from tests.service import running_service, service_settings
 

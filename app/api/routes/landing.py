@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Query, Request, Response, status
 
 from app.api.deps import Caller, Context
@@ -39,5 +40,5 @@ async def list_files(
     prefix: Annotated[str | None, Query(max_length=1024)] = None,
 ) -> LandingList:
     """What has landed, by path."""
-    files = landing.list_files(ctx.landing_for(caller), prefix)
+    files = await anyio.to_thread.run_sync(landing.list_files, ctx.landing_for(caller), prefix)
     return LandingList(files=[LandingFilePublic.of(f) for f in files])

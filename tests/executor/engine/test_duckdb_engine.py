@@ -16,7 +16,7 @@ import pytest
 from app.domain.states import Stage
 from app.executor.engine.base import CancelToken, StageCancelled, StageFailed
 from app.executor.engine.duckdb_engine import DuckDBEngine
-from tests.executor.engine.conftest import (
+from tests.executor.engine.stages import (
     StageRunner,
     csv_params,
     read_layer,

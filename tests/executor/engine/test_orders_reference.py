@@ -25,7 +25,7 @@ from app.domain.states import Stage
 from app.executor.engine.base import LayerResult
 from app.store.layers import count_rows, iter_rows
 from tests import orders_data
-from tests.executor.engine.conftest import StageRunner, read_layer
+from tests.executor.engine.stages import StageRunner, read_layer
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "orders_job.json"
 ROWS, FILES, SEED = 3000, 4, 7

@@ -21,7 +21,7 @@ from app.executor.engine.sandbox import (
     open_connection,
     translate_error,
 )
-from tests.executor.engine.conftest import StageRunner, csv_params, rows_of, tree, write_csv
+from tests.executor.engine.stages import StageRunner, csv_params, rows_of, tree, write_csv
 
 INPUT = "layer dwd sql may read only its input layer 'ods'"
 ONE_SELECT = "layer dwd sql: only one SELECT statement is allowed, got"
