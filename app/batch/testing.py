@@ -98,12 +98,9 @@ class InMemoryBatchManager:
                 self.complete(task_id)
 
     def forget(self, task_id: str) -> None:
-        """The executor loses the task (e.g. its database was replaced)."""
+        """The executor loses the task (e.g. its database was replaced), its key included."""
         del self.tasks[task_id]
-
-    def latest(self, job_id: str) -> TaskPublic:
-        """The job's most recently created task."""
-        return [t for t in self.tasks.values() if t.job_id == job_id][-1]
+        self.keys = {key: known for key, known in self.keys.items() if known != task_id}
 
     def _set(self, task_id: str, **changes: Any) -> TaskPublic:
         task = self.tasks[task_id].model_copy(update={**changes, "updated_at": self.clock()})

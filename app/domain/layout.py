@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 TMP_PREFIX = ".tmp-"
 
 
 def is_safe_job_id(job_id: str) -> bool:
     """A job id names a folder under the warehouse: it must not be able to leave it."""
-    return bool(_JOB_ID.match(job_id)) and job_id not in (".", "..")
+    return bool(_JOB_ID.fullmatch(job_id)) and job_id not in (".", "..")
 
 
 def job_dir(warehouse: Path, job_id: str) -> Path:
