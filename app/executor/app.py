@@ -15,7 +15,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -297,12 +297,11 @@ def create_standalone_executor_app(
         if service.token is None:
             log.warning("executor: STRATA_EXECUTOR_TOKEN is not set; /v1/tasks is open to any "
                         "caller that can reach this port")
-        await service.start()
-        try:
+        async with AsyncExitStack() as stack:  # a failing stop still runs the others
+            stack.push_async_callback(reader.dispose)
+            stack.push_async_callback(db.dispose)
+            await service.start()
+            stack.push_async_callback(service.stop)
             yield
-        finally:
-            await service.stop()
-            await db.dispose()
-            await reader.dispose()
 
     return create_executor_app(service, lifespan=lifespan)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
+
+from app.store import landing
 
 
 async def test_put_creates_then_replaces_and_get_lists(api: httpx.AsyncClient,
@@ -47,3 +51,21 @@ async def test_paths_that_leave_the_landing_directory_are_refused(
             assert response.json()["errors"][0]["field"] == "path"
     assert list(outside.iterdir()) == []
     assert not (tmp_path / "escape.csv").exists()
+
+
+async def test_the_listing_walks_the_folder_off_the_event_loop(
+    api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop_thread = threading.get_ident()
+    walked_in: list[int] = []
+    walk = landing.list_files
+
+    def recording(root: Path, prefix: str | None = None) -> list[landing.LandedFile]:
+        walked_in.append(threading.get_ident())
+        return walk(root, prefix)
+
+    monkeypatch.setattr(landing, "list_files", recording)
+    await api.put("/v1/landing/a.csv", content=b"x\n")
+
+    assert [f["path"] for f in (await api.get("/v1/landing")).json()["files"]] == ["a.csv"]
+    assert walked_in and loop_thread not in walked_in
