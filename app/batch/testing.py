@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.batch.client import ExecutorUnavailable, TaskNotFound
 from app.contract.tasks import TaskCreate, TaskPublic, TaskStatus
@@ -110,3 +110,9 @@ class InMemoryBatchManager:
     def _check_up(self) -> None:
         if self.unavailable:
             raise ExecutorUnavailable("the in-memory executor is switched off")
+
+
+if TYPE_CHECKING:  # mypy proves the fake implements the port it stands in for
+    from app.batch.manager import BatchManager
+
+    _port: type[BatchManager] = InMemoryBatchManager
