@@ -5,11 +5,11 @@ Layout (all under `<warehouse_dir>/<job_id>/`):
     ods/ dwd/ dwd_rejects/ dws/ ds/        finished layers, Parquet (zstd level 1), files part-NNNNN
     .tmp-<layer>-<uuid>/out/ rejects/ spill/   one running stage: its output, rejects, DuckDB spill
 
-A stage writes into its own `.tmp-…` folder and, when everything succeeded, moves `out/` (and
-`rejects/`) into place: an existing layer folder is swapped atomically (`renameat2(RENAME_EXCHANGE)`
-on Linux; elsewhere two renames) and the old one deleted, so a reader never sees a half-written
-layer and a re-run replaces, never appends. The `.tmp-…` folder is removed whatever happens, so a
-failed or cancelled stage leaves nothing behind (the previous finished layer, if any, stays).
+The stage's life is the shared `kernel.StageEngine` (this module is its DuckDB adapter): a stage
+writes into its own `.tmp-…` folder and, when everything succeeded, `publish` swaps `out/` (and
+`rejects/`) into place atomically, so a reader never sees a half-written layer and a re-run
+replaces, never appends. The `.tmp-…` folder is removed whatever happens, so a failed or cancelled
+stage leaves nothing behind (the previous finished layer, if any, stays).
 
 What a stage does (DESIGN.md, `params`):
 
@@ -28,6 +28,8 @@ What a stage does (DESIGN.md, `params`):
   (the keys, the order_by columns and the row id) with a window and the check reason of each kept
   row is computed once into a narrow table, which is then joined back to write the output and the
   rejects: rows(output) + rejects + deduped = rows(after sql), exactly.
+* run parameters: user SQL reads `$name`; each statement binds the values of exactly the
+  parameters it reads (`con.execute(sql, {name: value})`), so a value is data, never SQL text.
 * row order: a layer whose SQL ends with ORDER BY (always the case for DS) is written with
   `preserve_insertion_order` on, in one file, so stored order is the ORDER BY; other layers are
   written without it (faster) and their row order is unspecified.
@@ -58,12 +60,10 @@ from app.executor.engine.base import CancelToken, StageCancelled, StageFailed
 from app.executor.engine.inputs import PARQUET_SUFFIX, StageInputs
 from app.executor.engine.kernel import (
     Plan,
-    Reporter,
     StageContext,
     StageCounts,
     StageEngine,
-    check_lineage_columns,
-    check_output_columns,
+    StageWork,
 )
 from app.executor.engine.publish import part_name
 from app.executor.engine.sandbox import (
@@ -112,16 +112,8 @@ class DuckDBEngine(StageEngine):
             checks=checks,
         )
 
-    def _execute(
-        self,
-        ctx: StageContext,
-        plan: Plan,
-        inputs: StageInputs,
-        progress: Reporter,
-        cancel: CancelToken,
-    ) -> StageCounts:
-        run = _StageRun(ctx, plan, inputs, progress, cancel, per_thread=self.per_thread_output)
-        return run.execute()
+    def _execute(self, work: StageWork) -> StageCounts:
+        return _StageRun(work, per_thread=self.per_thread_output).execute()
 
     def _name_parts(self, folder: Path) -> int:
         """Rename DuckDB's data_N.parquet to part-NNNNN.parquet (name order = N order)."""
@@ -138,58 +130,26 @@ class DuckDBEngine(StageEngine):
 class _StageRun:
     """One stage's DuckDB work: a locked connection, its statements and their progress."""
 
-    def __init__(
-        self,
-        ctx: StageContext,
-        plan: Plan,
-        inputs: StageInputs,
-        progress: Reporter,
-        cancel: CancelToken,
-        *,
-        per_thread: bool,
-    ) -> None:
-        self.ctx = ctx
-        self.plan = plan
-        self.inputs = inputs
-        self.progress = progress
-        self.cancel = cancel
+    def __init__(self, work: StageWork, *, per_thread: bool) -> None:
+        self.ctx = work.ctx
+        self.plan = work.plan
+        self.inputs = work.inputs
+        self.progress = work.progress
+        self.cancel = work.cancel
         self.per_thread = per_thread
-        self.layer = ctx.layer
-        self.input_name = ctx.input_layer
+        self.layer = work.ctx.layer
+        self.input_name = work.ctx.input_layer
+        self.query = work.plan.query or f"SELECT * FROM {sql_identifier(self.input_name)}"
+        self.out_dir = work.ctx.out_dir
+        self.rejects_dir = work.ctx.rejects_out
 
     def execute(self) -> StageCounts:
-        ctx, plan = self.ctx, self.plan
-        out_dir, rejects_dir, spill_dir = ctx.out_dir, ctx.rejects_out, ctx.work_dir / "spill"
-        for folder in (out_dir, rejects_dir, spill_dir):
+        spill_dir = self.ctx.work_dir / "spill"
+        for folder in (self.out_dir, self.rejects_dir, spill_dir):
             folder.mkdir(parents=True)
-        query = plan.query or f"SELECT * FROM {sql_identifier(self.input_name)}"
-        return self._execute(
-            inputs=self.inputs,
-            query=query,
-            checks=list(plan.checks),
-            keys=list(plan.keys),
-            order_by=plan.order_by,
-            dedupe=plan.dedupe,
-            ordered=plan.ordered,
-            out_dir=out_dir,
-            rejects_dir=rejects_dir,
-            spill_dir=spill_dir,
-        )
-
-    def _execute(
-        self,
-        *,
-        inputs: StageInputs,
-        query: str,
-        checks: list[tuple[str, str]],
-        keys: list[str],
-        order_by: str | None,
-        dedupe: bool,
-        ordered: bool,
-        out_dir: Path,
-        rejects_dir: Path,
-        spill_dir: Path,
-    ) -> StageCounts:
+        self.progress(0.0)
+        inputs, plan, out_dir = self.inputs, self.plan, self.out_dir
+        ordered = plan.ordered
         request = self.ctx.request
         con = open_connection(
             threads=request.threads,
@@ -210,27 +170,14 @@ class _StageRun:
                 batch_size=request.params.batch_size,
                 per_thread=self.per_thread and not ordered,
             )
-            source = f"{prefix}SELECT * FROM (\n{query}\n) AS __strata_u"
-            if not checks and not dedupe:
+            source = f"{prefix}SELECT * FROM (\n{self.query}\n) AS __strata_u"
+            if not plan.checks and not plan.dedupe:
                 monitor.band(0.0, 100.0)
                 copy = writer.copy(source, out_dir)
                 rows = _scalar(self._run(con, monitor, copy, "COPY"))
                 self._check_lineage(out_dir)
                 return StageCounts(after_sql=rows, rows=rows)
-            counts = self._execute_materialised(
-                con,
-                monitor,
-                writer,
-                prefix,
-                query,
-                checks,
-                keys,
-                order_by,
-                dedupe,
-                ordered,
-                out_dir,
-                rejects_dir,
-            )
+            counts = self._execute_materialised(con, monitor, writer, prefix)
             self._check_lineage(out_dir)
             return counts
         except duckdb.Error as exc:
@@ -248,20 +195,11 @@ class _StageRun:
             con.close()
 
     def _execute_materialised(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        monitor: _Monitor,
-        writer: _Writer,
-        prefix: str,
-        query: str,
-        checks: list[tuple[str, str]],
-        keys: list[str],
-        order_by: str | None,
-        dedupe: bool,
-        ordered: bool,
-        out_dir: Path,
-        rejects_dir: Path,
+        self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, writer: _Writer, prefix: str
     ) -> StageCounts:
+        query, checks, keys = self.query, self.plan.checks, self.plan.keys
+        order_by, dedupe, ordered = self.plan.order_by, self.plan.dedupe, self.plan.ordered
+        out_dir, rejects_dir = self.out_dir, self.rejects_dir
         reason = (
             "CASE "
             + " ".join(f"WHEN {expr} IS NOT TRUE THEN {sql_string(name)}" for name, expr in checks)
@@ -296,7 +234,7 @@ class _StageRun:
         columns = [str(row[0]) for row in con.execute("DESCRIBE __strata_sql").fetchall()]
         if with_reason:
             columns.remove("__strata_reason")
-        check_output_columns(self.layer, columns, with_checks=bool(checks))
+        self.ctx.check_output_columns(columns, with_checks=bool(checks))
         rid = "rowid"
         internal = ["__strata_reason"] if with_reason else []
         if any(c.lower() == "rowid" for c in columns) and (dedupe or ordered):
@@ -415,7 +353,7 @@ class _StageRun:
             return
         files = sorted(out_dir.glob(f"*{PARQUET_SUFFIX}"))
         names = pq.read_schema(files[0]).names if files else []
-        check_lineage_columns(self.ctx.request.params.source.path, names, renamed_suffix=True)
+        self.ctx.check_lineage_columns(names, renamed_suffix=True)
 
     def _create(self, con: duckdb.DuckDBPyConnection, sql: str) -> None:
         try:

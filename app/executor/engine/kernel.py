@@ -125,6 +125,38 @@ class StageContext:
             (str(self.warehouse_dir), "warehouse"),
         ]
 
+    def check_output_columns(self, columns: Sequence[str], *, with_checks: bool) -> None:
+        """Refuse output column names the engines reserve for themselves."""
+        for column in columns:
+            if column.lower().startswith(INTERNAL_PREFIX):
+                raise StageFailed(
+                    f"layer {self.layer}: column name '{column}' is reserved "
+                    f"(prefix {INTERNAL_PREFIX})"
+                )
+            if with_checks and column.lower() == REJECT_REASON:
+                raise StageFailed(
+                    f"layer {self.layer}: column name '{REJECT_REASON}' is reserved for rejects"
+                )
+
+    def check_lineage_columns(
+        self, columns: Sequence[str], *, renamed_suffix: bool = False
+    ) -> None:
+        """ODS adds the lineage columns: a source column of the same name is an error.
+
+        `renamed_suffix`: the engine renamed the clash (DuckDB writes `_row_number_1`).
+        """
+        lowered = [c.lower() for c in columns]
+        for column in LINEAGE_COLUMNS:
+            clash = lowered.count(column) > 1 or (
+                renamed_suffix and any(re.fullmatch(f"{column}_\\d+", n) for n in lowered)
+            )
+            if clash:
+                raise StageFailed(
+                    f"source '{self.request.params.source.path}' has a column named '{column}', "
+                    "which ODS adds as lineage; rename it"
+                )
+
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -200,6 +232,17 @@ class Reporter:
             log.exception("progress callback failed")
 
 
+@dataclass(frozen=True)
+class StageWork:
+    """What `_execute` is handed: the stage, its checked plan, inputs, progress and cancel."""
+
+    ctx: StageContext
+    plan: Plan
+    inputs: StageInputs
+    progress: Reporter
+    cancel: CancelToken
+
+
 class StageEngine(ABC):
     """An engine: `run_stage` is shared; subclasses adapt `_compile`, `_execute`, `_name_parts`."""
 
@@ -218,8 +261,7 @@ class StageEngine(ABC):
         ctx.job_dir.mkdir(parents=True, exist_ok=True)
         try:
             ctx.work_dir.mkdir()
-            progress(0.0)
-            counts = self._execute(ctx, plan, inputs, progress, cancel)
+            counts = self._execute(StageWork(ctx, plan, inputs, progress, cancel))
             cancel.raise_if_cancelled()
             counts.verify(ctx.layer)
             files = publish_stage(
@@ -251,15 +293,8 @@ class StageEngine(ABC):
         """Check the layer's SQL, checks and dedupe against the sandbox; no I/O."""
 
     @abstractmethod
-    def _execute(
-        self,
-        ctx: StageContext,
-        plan: Plan,
-        inputs: StageInputs,
-        progress: Reporter,
-        cancel: CancelToken,
-    ) -> StageCounts:
-        """Write `ctx.out_dir` (and `ctx.rejects_out` when the plan has checks)."""
+    def _execute(self, work: StageWork) -> StageCounts:
+        """Write `work.ctx.out_dir` (and `work.ctx.rejects_out` when the plan has checks)."""
 
     @abstractmethod
     def _name_parts(self, folder: Path) -> int:
@@ -270,35 +305,3 @@ def stage_inputs(ctx: StageContext) -> StageInputs:
     if ctx.stage is Stage.LANDING_TO_ODS:
         return landing_inputs(ctx.landing_dir, ctx.request.params.source, ctx.replacements)
     return layer_inputs(ctx.warehouse_dir, ctx.request.job_id, ctx.input_layer, ctx.replacements)
-
-
-def check_output_columns(layer: str, columns: Sequence[str], *, with_checks: bool) -> None:
-    """Refuse output column names the engines reserve for themselves."""
-    for column in columns:
-        if column.lower().startswith(INTERNAL_PREFIX):
-            raise StageFailed(
-                f"layer {layer}: column name '{column}' is reserved (prefix {INTERNAL_PREFIX})"
-            )
-        if with_checks and column.lower() == REJECT_REASON:
-            raise StageFailed(
-                f"layer {layer}: column name '{REJECT_REASON}' is reserved for rejects"
-            )
-
-
-def check_lineage_columns(
-    source_path: str, columns: Sequence[str], *, renamed_suffix: bool = False
-) -> None:
-    """ODS adds the lineage columns: a source column of the same name is an error.
-
-    `renamed_suffix`: the engine renamed the clash (DuckDB writes `_row_number_1`).
-    """
-    lowered = [c.lower() for c in columns]
-    for column in LINEAGE_COLUMNS:
-        clash = lowered.count(column) > 1 or (
-            renamed_suffix and any(re.fullmatch(f"{column}_\\d+", n) for n in lowered)
-        )
-        if clash:
-            raise StageFailed(
-                f"source '{source_path}' has a column named '{column}', "
-                "which ODS adds as lineage; rename it"
-            )

@@ -22,6 +22,10 @@ guards keep it to "read its own input layer, write nothing":
    undo any of it. Whatever the static checks might miss, DuckDB itself refuses the file access
    (`PermissionException`, translated to `SandboxViolation` by `translate_error`).
 
+A run parameter is read as `$name` and bound as a typed value when the statement runs; the guard
+accepts only the names the run binds (`UnknownParameter` names the layer and the parameter). A
+value never becomes SQL text, so no value can change a statement's shape or widen the sandbox.
+
 Everything the engine itself splices into SQL is either a fixed identifier, a properly quoted
 string literal (`sql_string`) or user text that passed the checks above; the composed statements
 are parsed again (`ensure_single`) before they run.
