@@ -47,7 +47,6 @@ import contextlib
 import datetime as dt
 import logging
 import re
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,6 +64,7 @@ from app.executor.engine.kernel import (
     StageEngine,
     StageWork,
 )
+from app.executor.engine.progress import BandPoller, Reporter
 from app.executor.engine.publish import part_name
 from app.executor.engine.sandbox import (
     SqlGuard,
@@ -387,52 +387,28 @@ class _Writer:
         return f"COPY ({select}) TO {sql_string(str(target))} ({self.options}{extra})"
 
 
-class _Monitor:
-    """Polls query progress every POLL_SECONDS; repeats the interrupt of a cancelled query."""
+class _Monitor(BandPoller):
+    """Polls the running query's progress; repeats the interrupt of a cancelled query."""
 
     def __init__(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        cancel: CancelToken,
-        report: Callable[[float], None],
+        self, con: duckdb.DuckDBPyConnection, cancel: CancelToken, progress: Reporter
     ) -> None:
+        super().__init__(progress, cancel, seconds=POLL_SECONDS, name="duckdb-progress")
         self.con = con
-        self.cancel = cancel
-        self.report = report
         self.running = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="duckdb-progress", daemon=True)
-        self._start = 0.0
-        self._width = 0.0
 
-    def start(self) -> None:
-        self._thread.start()
+    def _active(self) -> bool:
+        return self.running
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+    def _fraction(self) -> float | None:
+        try:
+            percent = float(self.con.query_progress())
+        except duckdb.Error:
+            return None
+        return percent / 100.0 if percent >= 0 else None
 
-    def band(self, start: float, width: float) -> None:
-        """The next query's 0-100 % maps to start ... start + width of the stage."""
-        self._start, self._width = start, width
-
-    def finish_band(self) -> None:
-        self.report(self._start + self._width)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(POLL_SECONDS):
-            if not self.running:
-                continue
-            if self.cancel.cancelled:
-                _interrupt(self.con)
-                continue
-            try:
-                percent = float(self.con.query_progress())
-            except duckdb.Error:
-                continue
-            if percent >= 0:
-                self.report(self._start + self._width * min(percent, 100.0) / 100.0)
+    def _interrupt(self) -> None:
+        _interrupt(self.con)
 
 
 def _interrupt(con: duckdb.DuckDBPyConnection) -> None:

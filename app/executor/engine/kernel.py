@@ -16,10 +16,8 @@ An engine subclasses `StageEngine` and implements `_compile`, `_execute` and `_n
 
 from __future__ import annotations
 
-import logging
 import re
 import shutil
-import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -36,15 +34,13 @@ from app.executor.engine.base import (
     LINEAGE_COLUMNS,
     CancelToken,
     LayerResult,
-    Progress,
     ProgressCallback,
     StageFailed,
     StageRequest,
 )
 from app.executor.engine.inputs import StageInputs, landing_inputs, layer_inputs
+from app.executor.engine.progress import Reporter
 from app.executor.engine.publish import publish_stage
-
-log = logging.getLogger(__name__)
 
 INTERNAL_PREFIX = "__strata"
 """Names the engines use for their own columns, views and tables; refused in user output."""
@@ -191,45 +187,6 @@ class StageCounts:
             raise StageFailed(
                 f"layer {layer}: rows were lost ({self.rows} + {self.rejects} != {kept})"
             )
-
-
-class Reporter:
-    """Forwards progress that moves forward, below 100 % until the final exact report.
-
-    Callable from any thread; a failing sink never fails the stage.
-    """
-
-    def __init__(self, sink: ProgressCallback, total: int = 0) -> None:
-        self._sink = sink
-        self._lock = threading.Lock()
-        self._last = -1.0
-        self.total = total
-        """The input rows that `processed` is a share of."""
-
-    def __call__(
-        self,
-        percent: float,
-        *,
-        processed: int | None = None,
-        total: int | None = None,
-        final: bool = False,
-    ) -> None:
-        if not final:
-            percent = min(percent, 99.0)  # 100 % is said once, at the end, with exact counts
-        with self._lock:
-            if not final and percent <= self._last:
-                return
-            self._last = percent
-            total = self.total if total is None else total
-            if processed is None:
-                processed = min(total, int(total * percent / 100.0))
-            progress = Progress(
-                percent=round(min(percent, 100.0), 2), processed=processed, total=total
-            )
-        try:
-            self._sink(progress)
-        except Exception:
-            log.exception("progress callback failed")
 
 
 @dataclass(frozen=True)

@@ -48,12 +48,12 @@ from app.executor.engine.inputs import StageInputs, parquet_rows
 from app.executor.engine.kernel import (
     REJECT_REASON,
     Plan,
-    Reporter,
     StageContext,
     StageCounts,
     StageEngine,
     StageWork,
 )
+from app.executor.engine.progress import BandPoller, Reporter
 from app.executor.engine.publish import part_name
 
 log = logging.getLogger(__name__)
@@ -437,13 +437,12 @@ class _Names:
 # -- progress ------------------------------------------------------------------------------------
 
 
-class _ProgressWatcher:
+class _ProgressWatcher(BandPoller):
     """Polls the stage's Spark jobs and maps the current action's progress onto its band.
 
-    Each action of a stage (the lineage pass, materialising, each write) owns a band of the
-    stage's 0-100 %. Within it, each job started since the band began counts its share of
-    completed tasks (a finished job counts as complete, whatever stages it skipped), and one
-    job more than seen so far is assumed to come, so a band never looks finished before it is.
+    Within a band, each job started since the band began counts its share of completed tasks
+    (a finished job counts as complete, whatever stages it skipped), and one job more than seen
+    so far is assumed to come, so a band never looks finished before it is.
     """
 
     def __init__(
@@ -453,59 +452,34 @@ class _ProgressWatcher:
         cancel: CancelToken,
         interrupt: Callable[[], Any],
     ) -> None:
+        super().__init__(progress, cancel, seconds=POLL_SECONDS, name="spark-progress")
         self._poll = poll
-        self._progress = progress
-        self._cancel = cancel
-        self._interrupt = interrupt
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="spark-progress", daemon=True)
-        self._start = 0.0
-        self._width = 0.0
+        self._interrupt_group = interrupt
         self._before: set[Any] = set()
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=5)
-
-    def band(self, start: float, width: float) -> None:
-        """The next action's 0-100 % maps to start … start + width; the last band is done."""
+    def _on_band(self) -> None:
         try:
-            before = set(self._poll())
+            self._before = set(self._poll())
         except Exception:
-            before = set()
-        with self._lock:
-            self._publish(self._start + self._width)
-            self._start, self._width, self._before = start, width, before
+            self._before = set()
 
-    def _loop(self) -> None:
-        while not self._stopped.wait(POLL_SECONDS):
-            if self._cancel.cancelled:
-                # a job submitted just after the cancel hook ran would otherwise run on
-                with suppress(Exception):
-                    self._interrupt()
-                continue
-            try:
-                jobs = self._poll()
-            except Exception:  # the tracker is best effort
-                continue
-            shares = [
-                1.0 if finished else (done / total if total else 0.0)
-                for key, (done, total, finished) in jobs.items()
-                if key not in self._before
-            ]
-            if shares:
-                # an action runs as several jobs (one per shuffle stage with adaptive
-                # execution), and only the ones started so far are known: count one more
-                with self._lock:
-                    self._publish(self._start + self._width * sum(shares) / (len(shares) + 1))
+    def _fraction(self) -> float | None:
+        try:
+            jobs = self._poll()
+        except Exception:  # the tracker is best effort
+            return None
+        shares = [
+            1.0 if finished else (done / total if total else 0.0)
+            for key, (done, total, finished) in jobs.items()
+            if key not in self._before
+        ]
+        # an action runs as several jobs (one per shuffle stage with adaptive execution), and
+        # only the ones started so far are known: count one more
+        return sum(shares) / (len(shares) + 1) if shares else None
 
-    def _publish(self, percent: float) -> None:
-        if percent > 0:
-            self._progress(percent)
+    def _interrupt(self) -> None:
+        # a job submitted just after the cancel hook ran would otherwise run on
+        self._interrupt_group()
 
 
 def _group_tasks(context: Any, group: str) -> dict[Any, tuple[int, int, bool]]:
