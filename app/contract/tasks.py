@@ -11,9 +11,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.domain.owners import OWNER_PATTERN
+from app.domain.parameters import PARAMETER_NAME, TypedValue
 from app.domain.params import JobParams
 from app.domain.states import Stage
 
@@ -35,6 +36,15 @@ ACTIVE_STATUSES = frozenset({TaskStatus.CREATED, TaskStatus.PROCESSING})
 FINISHED_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
+def _of_its_type(typed: TypedValue) -> TypedValue:
+    """A value that is not of its type is a 422 naming it here, not a failed stage later."""
+    try:
+        typed.to_python()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{typed.value!r} is not a {typed.type}: {exc}") from None
+    return typed
+
+
 class TaskCreate(BaseModel):
     """One stage of one job to run; `idempotency_key` makes a re-sent create harmless.
 
@@ -54,6 +64,13 @@ class TaskCreate(BaseModel):
         Field(pattern=OWNER_PATTERN,
               description="The job owner's folder under the landing directory; none: the root."),
     ] = None
+    parameters: dict[
+        Annotated[str, Field(pattern=PARAMETER_NAME)],
+        Annotated[TypedValue, AfterValidator(_of_its_type)],
+    ] = Field(
+        default_factory=dict,
+        description="The run's typed parameters; user SQL reads each as `$name`, bound as a value.",
+    )
 
     def wire_body(self) -> dict[str, Any]:
         """The JSON body of `POST /v1/tasks`: the fields the caller set, as it set them."""

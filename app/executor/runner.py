@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from app.contract.tasks import TaskStatus
+from app.domain.parameters import TypedValue, bind_values
 from app.domain.params import JobParams
 from app.domain.states import Stage
 from app.executor.engine.base import (
@@ -281,10 +282,12 @@ class TaskRunner:
     def _request_of(self, task: ExecutorTask) -> StageRequest:
         params = JobParams.model_validate(task.params)  # a ValidationError is a ValueError
         landing = self.landing_dir / task.landing_scope if task.landing_scope else self.landing_dir
+        typed = {k: TypedValue.model_validate(v) for k, v in (task.parameters or {}).items()}
         return StageRequest(
             job_id=task.job_id, stage=Stage(task.stage), params=params,
             landing_dir=landing, warehouse_dir=self.warehouse_dir,
             threads=params.concurrency, memory_limit=self.memory_limit,
+            parameters=bind_values(typed),
         )
 
     def _call_engine(self, request: StageRequest, run: _Run) -> LayerResult:

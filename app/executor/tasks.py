@@ -78,6 +78,7 @@ class TaskStore:
             attempt=body.attempt, idempotency_key=body.idempotency_key,
             params=body.params.model_dump(mode="json"), status=TaskStatus.CREATED.value,
             landing_scope=body.landing_scope,
+            parameters={k: v.model_dump(mode="json") for k, v in body.parameters.items()} or None,
             created_at=now, updated_at=now,
         )
         try:  # a new key is the common case: insert first, read back only on a conflict

@@ -92,5 +92,9 @@ class ExecutorTask(SQLModel, table=True):
     landing_scope: str | None = Field(
         default=None, max_length=64, description="The owner's folder under the landing directory."
     )
+    parameters: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True),
+        description="The run's typed parameters, {name: {type, value}}; none: no parameters.",
+    )
     runner: str | None = Field(default=None, max_length=100)
     lease_expires_at: datetime | None = _ts()

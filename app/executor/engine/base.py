@@ -6,20 +6,18 @@ and watch a cancel token; a cancelled or failed stage leaves no output behind.
 
 from __future__ import annotations
 
-import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.domain import layout
 from app.domain.params import JobParams
 from app.domain.states import Stage
 
 LINEAGE_COLUMNS = ("_source_file", "_ingested_at", "_row_number")
 """What ODS adds to every landing row, whatever the engine."""
-
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -33,14 +31,17 @@ class StageRequest:
     """Resolved warehouse root; this job's layers live in `warehouse_dir / job_id / <layer>`."""
     threads: int = 2
     memory_limit: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    """The run's typed parameters as Python values; user SQL reads one as `$name`, bound as a
+    value (never spliced as text)."""
 
     @property
     def job_dir(self) -> Path:
-        return self.warehouse_dir / self.job_id
+        return layout.job_dir(self.warehouse_dir, self.job_id)
 
     def check_job_id(self) -> None:
         """The job id names a folder under the warehouse: refuse one that could leave it."""
-        if not _JOB_ID.match(self.job_id) or self.job_id in (".", ".."):
+        if not layout.is_safe_job_id(self.job_id):
             raise StageFailed(f"job id {self.job_id!r} cannot name a folder")
 
 
@@ -73,6 +74,18 @@ class StageFailed(Exception):
 
 class SandboxViolation(StageFailed):
     """User SQL tried something it may not do (another file, COPY, ATTACH, SET, …)."""
+
+
+class UnknownParameter(StageFailed):
+    """User SQL reads a `$name` the run does not bind."""
+
+    def __init__(self, label: str, name: str, known: Iterable[str]) -> None:
+        names = ", ".join(f"${n}" for n in sorted(known))
+        super().__init__(
+            f"{label}: unknown parameter ${name} "
+            + (f"(this run binds {names})" if names else "(this run binds no parameters)")
+        )
+        self.name = name
 
 
 class StageCancelled(Exception):

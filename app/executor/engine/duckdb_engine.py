@@ -5,11 +5,11 @@ Layout (all under `<warehouse_dir>/<job_id>/`):
     ods/ dwd/ dwd_rejects/ dws/ ds/        finished layers, Parquet (zstd level 1), files part-NNNNN
     .tmp-<layer>-<uuid>/out/ rejects/ spill/   one running stage: its output, rejects, DuckDB spill
 
-A stage writes into its own `.tmp-…` folder and, when everything succeeded, moves `out/` (and
-`rejects/`) into place: an existing layer folder is swapped atomically (`renameat2(RENAME_EXCHANGE)`
-on Linux; elsewhere two renames) and the old one deleted, so a reader never sees a half-written
-layer and a re-run replaces, never appends. The `.tmp-…` folder is removed whatever happens, so a
-failed or cancelled stage leaves nothing behind (the previous finished layer, if any, stays).
+The stage's life is the shared `kernel.StageEngine` (this module is its DuckDB adapter): a stage
+writes into its own `.tmp-…` folder and, when everything succeeded, `publish` swaps `out/` (and
+`rejects/`) into place atomically, so a reader never sees a half-written layer and a re-run
+replaces, never appends. The `.tmp-…` folder is removed whatever happens, so a failed or cancelled
+stage leaves nothing behind (the previous finished layer, if any, stays).
 
 What a stage does (DESIGN.md, `params`):
 
@@ -28,6 +28,8 @@ What a stage does (DESIGN.md, `params`):
   (the keys, the order_by columns and the row id) with a window and the check reason of each kept
   row is computed once into a narrow table, which is then joined back to write the output and the
   rejects: rows(output) + rejects + deduped = rows(after sql), exactly.
+* run parameters: user SQL reads `$name`; each statement binds the values of exactly the
+  parameters it reads (`con.execute(sql, {name: value})`), so a value is data, never SQL text.
 * row order: a layer whose SQL ends with ORDER BY (always the case for DS) is written with
   `preserve_insertion_order` on, in one file, so stored order is the ORDER BY; other layers are
   written without it (faster) and their row order is unspecified.
@@ -42,38 +44,31 @@ query runs, so a cancel that lands between two queries is not lost.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime as dt
-import errno
 import logging
-import os
 import re
-import shutil
-import threading
-import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
 
-from app.domain.params import READER_OPTIONS, Layer, check_relative_path
+from app.domain.params import READER_OPTIONS
 from app.domain.states import Stage
-from app.executor.engine.base import (
-    LINEAGE_COLUMNS,
-    CancelToken,
-    LayerResult,
-    Progress,
-    ProgressCallback,
-    StageCancelled,
-    StageFailed,
-    StageRequest,
+from app.executor.engine.base import CancelToken, StageCancelled, StageFailed
+from app.executor.engine.inputs import PARQUET_SUFFIX, StageInputs
+from app.executor.engine.kernel import (
+    Plan,
+    StageContext,
+    StageCounts,
+    StageEngine,
+    StageWork,
 )
+from app.executor.engine.progress import BandPoller, Reporter
+from app.executor.engine.publish import part_name
 from app.executor.engine.sandbox import (
     SqlGuard,
-    check_output_columns,
+    bind,
     ensure_single,
     lock_connection,
     open_connection,
@@ -85,14 +80,11 @@ from app.executor.engine.sandbox import (
 
 log = logging.getLogger(__name__)
 
-PARQUET_SUFFIX = ".parquet"
 POLL_SECONDS = 0.2
-_GLOB_CHARS = re.compile(r"[*?\[\]{}]")
-_PREVIOUS_STAGE = {"ods": Stage.LANDING_TO_ODS, "dwd": Stage.ODS_TO_DWD, "dws": Stage.DWD_TO_DWS}
 _DATA_FILE = re.compile(r"^data_(\d+)\.parquet$")
 
 
-class DuckDBEngine:
+class DuckDBEngine(StageEngine):
     """Runs one stage with DuckDB in the calling (worker) thread."""
 
     name = "duckdb"
@@ -101,198 +93,101 @@ class DuckDBEngine:
         self.per_thread_output = per_thread_output
         """Write unordered layers as one file per thread instead of one file."""
 
-    def run_stage(
-        self, request: StageRequest, report: ProgressCallback, cancel: CancelToken
-    ) -> LayerResult:
-        return _StageRun(request, report, cancel, per_thread_output=self.per_thread_output).run()
+    def _compile(self, ctx: StageContext) -> Plan:
+        guard = SqlGuard(ctx.layer, ctx.input_layer, ctx.parameters.keys())
+        spec = ctx.spec
+        user_sql = guard.select(spec.sql) if spec.sql else None
+        checks = tuple((c.name, guard.expression(c.expr, f"check {c.name!r}")) for c in spec.checks)
+        dedupe = spec.dedupe
+        keys = tuple(guard.key(k) for k in dedupe.keys) if dedupe else ()
+        order_by = guard.order_by(dedupe.order_by) if dedupe and dedupe.order_by else None
+        ordered = ctx.layer == "ds" or bool(user_sql and user_sql.ordered)
+        if dedupe and order_by is None:
+            ordered = True  # "first per key" is then the first in input order
+        return Plan(
+            query=user_sql.text if user_sql else None,
+            ordered=ordered,
+            keys=keys,
+            order_by=order_by,
+            checks=checks,
+        )
 
+    def _execute(self, work: StageWork) -> StageCounts:
+        return _StageRun(work, per_thread=self.per_thread_output).execute()
 
-@dataclass
-class _Inputs:
-    files: list[Path]
-    """Resolved absolute paths DuckDB may read."""
-    names: list[str]
-    """For landing files: the path relative to the landing directory (lineage)."""
-    total: int
-    """Input rows: exact for Parquet, an estimate for CSV/JSONL (0 if unknown)."""
-    exact: bool
-
-
-@dataclass
-class _Counts:
-    after_sql: int = 0
-    rows: int = 0
-    rejects: int = 0
-    deduped: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
+    def _name_parts(self, folder: Path) -> int:
+        """Rename DuckDB's data_N.parquet to part-NNNNN.parquet (name order = N order)."""
+        found = []
+        for path in folder.iterdir():
+            match = _DATA_FILE.match(path.name)
+            if match:
+                found.append((int(match.group(1)), path))
+        for index, (_, path) in enumerate(sorted(found)):
+            path.rename(folder / part_name(index))
+        return len(found)
 
 
 class _StageRun:
-    def __init__(
-        self,
-        request: StageRequest,
-        report: ProgressCallback,
-        cancel: CancelToken,
-        *,
-        per_thread_output: bool,
-    ) -> None:
-        self.request = request
-        self.report = report
-        self.cancel = cancel
-        self.per_thread_output = per_thread_output
-        self.stage = Stage(request.stage)
-        self.layer = self.stage.layer
-        self.input_name = self.stage.input_layer
-        self.spec: Layer = request.params.layers.get(self.layer)
-        self.landing_dir = request.landing_dir.resolve()
-        self.warehouse_dir = request.warehouse_dir.resolve()
-        self.replacements = [
-            (str(self.landing_dir) + os.sep, "landing/"),
-            (str(self.landing_dir), "landing"),
-            (str(self.warehouse_dir) + os.sep, "warehouse/"),
-            (str(self.warehouse_dir), "warehouse"),
-        ]
-        self._progress_lock = threading.Lock()
-        self._last_percent = -1.0
-        self._total = 0
+    """One stage's DuckDB work: a locked connection, its statements and their progress."""
 
-    # -- the stage ------------------------------------------------------------------------
+    def __init__(self, work: StageWork, *, per_thread: bool) -> None:
+        self.ctx = work.ctx
+        self.plan = work.plan
+        self.inputs = work.inputs
+        self.progress = work.progress
+        self.cancel = work.cancel
+        self.per_thread = per_thread
+        self.layer = work.ctx.layer
+        self.input_name = work.ctx.input_layer
+        self.query = work.plan.query or f"SELECT * FROM {sql_identifier(self.input_name)}"
+        self.out_dir = work.ctx.out_dir
+        self.rejects_dir = work.ctx.rejects_out
 
-    def run(self) -> LayerResult:
-        started = time.perf_counter()
-        self.cancel.raise_if_cancelled()
-        self.request.check_job_id()
-        job_dir = self.warehouse_dir / self.request.job_id
-
-        with SqlGuard(self.layer, self.input_name) as guard:  # refuse bad SQL before any I/O
-            user_sql = guard.select(self.spec.sql) if self.spec.sql else None
-            checks = [
-                (c.name, guard.expression(c.expr, f"check {c.name!r}")) for c in self.spec.checks
-            ]
-            dedupe = self.spec.dedupe
-            keys = [guard.key(k) for k in dedupe.keys] if dedupe else []
-            order_by = guard.order_by(dedupe.order_by) if dedupe and dedupe.order_by else None
-
-        if self.stage is Stage.LANDING_TO_ODS:
-            inputs = self._landing_inputs()
-        else:
-            inputs = self._layer_inputs(job_dir)
-        self._total = inputs.total
-        ordered = self.layer == "ds" or bool(user_sql and user_sql.ordered)
-        if dedupe and order_by is None:
-            ordered = True  # "first per key" is then the first in input order
-        query = user_sql.text if user_sql else f"SELECT * FROM {sql_identifier(self.input_name)}"
-
-        job_dir.mkdir(parents=True, exist_ok=True)
-        work = job_dir / f".tmp-{self.layer}-{uuid.uuid4().hex}"
-        out_dir, rejects_dir, spill_dir = work / "out", work / "rejects", work / "spill"
-        try:
-            for folder in (out_dir, rejects_dir, spill_dir):
-                folder.mkdir(parents=True)
-            self._report(0.0)
-            counts = self._execute(
-                inputs=inputs,
-                query=query,
-                checks=checks,
-                keys=keys,
-                order_by=order_by,
-                dedupe=dedupe is not None,
-                ordered=ordered,
-                out_dir=out_dir,
-                rejects_dir=rejects_dir,
-                spill_dir=spill_dir,
-            )
-            self.cancel.raise_if_cancelled()
-            layer_dir = job_dir / self.layer
-            rejects_path: Path | None = job_dir / f"{self.layer}_rejects"
-            if checks:
-                assert rejects_path is not None
-                _name_parts(rejects_dir)
-                _publish(rejects_dir, rejects_path, work)
-            else:
-                shutil.rmtree(job_dir / f"{self.layer}_rejects", ignore_errors=True)
-                rejects_path = None
-            files = _name_parts(out_dir)
-            _publish(out_dir, layer_dir, work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-
-        processed = inputs.total if inputs.exact else counts.after_sql
-        self._report(100.0, processed=processed, total=processed, final=True)
-        return LayerResult(
-            layer=self.layer,
-            rows=counts.rows,
-            path=str(layer_dir),
-            seconds=round(time.perf_counter() - started, 3),
-            rejects=counts.rejects,
-            deduped=counts.deduped,
-            rejects_path=str(rejects_path) if rejects_path else None,
-            files=files,
-            extra={"rows_after_sql": counts.after_sql, **counts.extra},
-        )
-
-    def _execute(
-        self,
-        *,
-        inputs: _Inputs,
-        query: str,
-        checks: list[tuple[str, str]],
-        keys: list[str],
-        order_by: str | None,
-        dedupe: bool,
-        ordered: bool,
-        out_dir: Path,
-        rejects_dir: Path,
-        spill_dir: Path,
-    ) -> _Counts:
+    def execute(self) -> StageCounts:
+        spill_dir = self.ctx.work_dir / "spill"
+        for folder in (self.out_dir, self.rejects_dir, spill_dir):
+            folder.mkdir(parents=True)
+        self.progress(0.0)
+        inputs, plan, out_dir = self.inputs, self.plan, self.out_dir
+        ordered = plan.ordered
+        request = self.ctx.request
         con = open_connection(
-            threads=self.request.threads,
-            memory_limit=self.request.memory_limit,
+            threads=request.threads,
+            memory_limit=request.memory_limit,
             temp_directory=spill_dir,
             preserve_insertion_order=ordered,
             allowed_paths=inputs.files,
             allowed_directories=[out_dir.parent],  # the .tmp- folder of this stage only
         )
-        monitor = _Monitor(con, self.cancel, self._report)
+        monitor = _Monitor(con, self.cancel, self.progress)
         unregister: Callable[[], None] = lambda: None  # noqa: E731
-        label = f"layer {self.layer}" + (" sql" if self.spec.sql else "")
         try:
             prefix = self._create_input(con, inputs)
             lock_connection(con)
             unregister = self.cancel.on_cancel(lambda: _interrupt(con))
             monitor.start()
             writer = _Writer(
-                batch_size=self.request.params.batch_size,
-                per_thread=self.per_thread_output and not ordered,
+                batch_size=request.params.batch_size,
+                per_thread=self.per_thread and not ordered,
             )
-            source = f"{prefix}SELECT * FROM (\n{query}\n) AS __strata_u"
-            if not checks and not dedupe:
+            source = f"{prefix}SELECT * FROM (\n{self.query}\n) AS __strata_u"
+            if not plan.checks and not plan.dedupe:
                 monitor.band(0.0, 100.0)
                 copy = writer.copy(source, out_dir)
                 rows = _scalar(self._run(con, monitor, copy, "COPY"))
                 self._check_lineage(out_dir)
-                return _Counts(after_sql=rows, rows=rows)
-            counts = self._execute_materialised(
-                con,
-                monitor,
-                writer,
-                prefix,
-                query,
-                checks,
-                keys,
-                order_by,
-                dedupe,
-                ordered,
-                out_dir,
-                rejects_dir,
-            )
+                return StageCounts(after_sql=rows, rows=rows)
+            counts = self._execute_materialised(con, monitor, writer, prefix)
             self._check_lineage(out_dir)
             return counts
         except duckdb.Error as exc:
             if self.cancel.cancelled:
                 raise StageCancelled("cancelled") from None
             raise translate_error(
-                exc, label=label, input_name=self.input_name, replacements=self.replacements
+                exc,
+                label=self.ctx.label,
+                input_name=self.input_name,
+                replacements=self.ctx.replacements,
             ) from None
         finally:
             unregister()
@@ -300,20 +195,11 @@ class _StageRun:
             con.close()
 
     def _execute_materialised(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        monitor: _Monitor,
-        writer: _Writer,
-        prefix: str,
-        query: str,
-        checks: list[tuple[str, str]],
-        keys: list[str],
-        order_by: str | None,
-        dedupe: bool,
-        ordered: bool,
-        out_dir: Path,
-        rejects_dir: Path,
-    ) -> _Counts:
+        self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, writer: _Writer, prefix: str
+    ) -> StageCounts:
+        query, checks, keys = self.query, self.plan.checks, self.plan.keys
+        order_by, dedupe, ordered = self.plan.order_by, self.plan.dedupe, self.plan.ordered
+        out_dir, rejects_dir = self.out_dir, self.rejects_dir
         reason = (
             "CASE "
             + " ".join(f"WHEN {expr} IS NOT TRUE THEN {sql_string(name)}" for name, expr in checks)
@@ -348,7 +234,7 @@ class _StageRun:
         columns = [str(row[0]) for row in con.execute("DESCRIBE __strata_sql").fetchall()]
         if with_reason:
             columns.remove("__strata_reason")
-        check_output_columns(self.layer, columns, with_checks=bool(checks))
+        self.ctx.check_output_columns(columns, with_checks=bool(checks))
         rid = "rowid"
         internal = ["__strata_reason"] if with_reason else []
         if any(c.lower() == "rowid" for c in columns) and (dedupe or ordered):
@@ -388,7 +274,7 @@ class _StageRun:
             why = "s.__strata_reason" if with_reason else "NULL"
 
         # 3. the layer, then its rejects
-        counts = _Counts()
+        counts = StageCounts()
         monitor.band(*bands["output"])
         copy = writer.copy(f"SELECT {star} FROM {source} WHERE {why} IS NULL{order_rows}", out_dir)
         counts.rows = _scalar(self._run(con, monitor, copy, "COPY"))
@@ -405,91 +291,23 @@ class _StageRun:
         if dedupe:
             kept = _scalar(con.execute("SELECT count(*) FROM __strata_keep"))
         counts.deduped = counts.after_sql - kept
-        if counts.rows + counts.rejects != kept:  # pragma: no cover - an engine bug
-            raise StageFailed(
-                f"layer {self.layer}: rows were lost ({counts.rows} + {counts.rejects} != {kept})"
-            )
         return counts
 
     def _run(
         self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, sql: str, kind: str
     ) -> duckdb.DuckDBPyConnection:
         self.cancel.raise_if_cancelled()
-        ensure_single(con, sql, kind)
+        values = bind(con, sql, kind, self.ctx.parameters)
         monitor.running = True
         try:
-            return con.execute(sql)
+            return con.execute(sql, values or None)
         finally:
             monitor.running = False
             monitor.finish_band()
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def _landing_inputs(self) -> _Inputs:
-        source = self.request.params.source
-        try:
-            check_relative_path(source.path)
-        except ValueError as exc:
-            raise StageFailed(f"source path {source.path!r}: {exc}") from None
-        if not self.landing_dir.is_dir():
-            raise StageFailed("the landing directory does not exist")
-        try:
-            matches = sorted(
-                self.landing_dir.glob(source.path),
-                key=lambda p: p.relative_to(self.landing_dir).as_posix(),
-            )
-        except (ValueError, NotImplementedError) as exc:
-            raise StageFailed(f"source path {source.path!r}: {exc}") from None
-        files: list[Path] = []
-        names: list[str] = []
-        for match in matches:
-            name = match.relative_to(self.landing_dir).as_posix()
-            try:
-                resolved = match.resolve(strict=True)
-            except (OSError, RuntimeError):
-                raise StageFailed(f"source file '{name}' cannot be resolved") from None
-            if not resolved.is_relative_to(self.landing_dir):
-                raise StageFailed(
-                    f"source file '{name}' points outside the landing directory; refused"
-                )
-            if not resolved.is_file():
-                continue  # a directory the glob matched
-            if _GLOB_CHARS.search(str(resolved)):
-                raise StageFailed(
-                    f"source file '{name}': file names with glob characters (*?[]{{}}) "
-                    "cannot be read"
-                )
-            files.append(resolved)
-            names.append(name)
-        if not files:
-            raise StageFailed(
-                f"source path '{source.path}' matched no files in the landing directory"
-            )
-        if source.format == "parquet":
-            total = _parquet_rows(files, self.replacements)
-            return _Inputs(files, names, total, exact=True)
-        return _Inputs(files, names, _estimate_lines(files, source.options), exact=False)
-
-    def _layer_inputs(self, job_dir: Path) -> _Inputs:
-        folder = job_dir / self.input_name
-        previous = _PREVIOUS_STAGE[self.input_name]
-        if not folder.is_dir():
-            raise StageFailed(
-                f"input layer '{self.input_name}' of job {self.request.job_id} is missing; "
-                f"run {previous.value} first"
-            )
-        files = sorted(p.resolve() for p in folder.glob(f"*{PARQUET_SUFFIX}"))
-        if not files:
-            raise StageFailed(
-                f"input layer '{self.input_name}' of job {self.request.job_id} has no Parquet "
-                f"files; run {previous.value} again"
-            )
-        for path in files:
-            if not path.is_relative_to(job_dir.resolve()) or not path.is_file():
-                raise StageFailed(f"input layer '{self.input_name}' holds a foreign file; refused")
-        return _Inputs(files, [], _parquet_rows(files, self.replacements), exact=True)
-
-    def _create_input(self, con: duckdb.DuckDBPyConnection, inputs: _Inputs) -> str:
+    def _create_input(self, con: duckdb.DuckDBPyConnection, inputs: StageInputs) -> str:
         """Expose the input under its name; returns a WITH prefix for the statements to use.
 
         A previous layer becomes a view over its Parquet files (binding it reads only footers).
@@ -497,11 +315,11 @@ class _StageRun:
         binds (sniffs) every CSV once per statement rather than once more for a view.
         """
         name = sql_identifier(self.input_name)
-        if self.stage is not Stage.LANDING_TO_ODS:
+        if self.ctx.stage is not Stage.LANDING_TO_ODS:
             paths = ", ".join(sql_string(str(p)) for p in inputs.files)
             self._create(con, f"CREATE TEMP VIEW {name} AS SELECT * FROM read_parquet([{paths}])")
             return ""
-        source = self.request.params.source
+        source = self.ctx.request.params.source
         allowed = READER_OPTIONS[source.format]
         options = []
         for key, value in source.options.items():
@@ -531,56 +349,24 @@ class _StageRun:
 
     def _check_lineage(self, out_dir: Path) -> None:
         """ODS adds the lineage columns: a source column of the same name is an error."""
-        if self.stage is not Stage.LANDING_TO_ODS:
+        if self.ctx.stage is not Stage.LANDING_TO_ODS:
             return
         files = sorted(out_dir.glob(f"*{PARQUET_SUFFIX}"))
         names = pq.read_schema(files[0]).names if files else []
-        for column in LINEAGE_COLUMNS:
-            if names.count(column) > 1 or any(re.fullmatch(f"{column}_\\d+", n) for n in names):
-                raise StageFailed(
-                    f"source '{self.request.params.source.path}' has a column named "
-                    f"'{column}', which ODS adds as lineage; rename it"
-                )
+        self.ctx.check_lineage_columns(names, renamed_suffix=True)
 
     def _create(self, con: duckdb.DuckDBPyConnection, sql: str) -> None:
         try:
             con.execute(ensure_single(con, sql, "CREATE"))
         except duckdb.Error as exc:
             where = (
-                f"source '{self.request.params.source.path}'"
-                if self.stage is Stage.LANDING_TO_ODS
+                f"source '{self.ctx.request.params.source.path}'"
+                if self.ctx.stage is Stage.LANDING_TO_ODS
                 else f"input layer '{self.input_name}'"
             )
             raise translate_error(
-                exc, label=where, input_name=self.input_name, replacements=self.replacements
+                exc, label=where, input_name=self.input_name, replacements=self.ctx.replacements
             ) from None
-
-    # -- progress -------------------------------------------------------------------------
-
-    def _report(
-        self,
-        percent: float,
-        *,
-        processed: int | None = None,
-        total: int | None = None,
-        final: bool = False,
-    ) -> None:
-        if not final:
-            percent = min(percent, 99.0)  # 100 % is said once, at the end, with exact counts
-        with self._progress_lock:
-            if not final and percent <= self._last_percent:
-                return
-            self._last_percent = percent
-            total = self._total if total is None else total
-            if processed is None:
-                processed = min(total, int(total * percent / 100.0))
-            progress = Progress(
-                percent=round(min(percent, 100.0), 2), processed=processed, total=total
-            )
-        try:
-            self.report(progress)
-        except Exception:  # a broken progress sink must not fail the stage
-            log.exception("progress callback failed")
 
 
 class _Writer:
@@ -601,52 +387,28 @@ class _Writer:
         return f"COPY ({select}) TO {sql_string(str(target))} ({self.options}{extra})"
 
 
-class _Monitor:
-    """Polls query progress every POLL_SECONDS; repeats the interrupt of a cancelled query."""
+class _Monitor(BandPoller):
+    """Polls the running query's progress; repeats the interrupt of a cancelled query."""
 
     def __init__(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        cancel: CancelToken,
-        report: Callable[[float], None],
+        self, con: duckdb.DuckDBPyConnection, cancel: CancelToken, progress: Reporter
     ) -> None:
+        super().__init__(progress, cancel, seconds=POLL_SECONDS, name="duckdb-progress")
         self.con = con
-        self.cancel = cancel
-        self.report = report
         self.running = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="duckdb-progress", daemon=True)
-        self._start = 0.0
-        self._width = 0.0
 
-    def start(self) -> None:
-        self._thread.start()
+    def _active(self) -> bool:
+        return self.running
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+    def _fraction(self) -> float | None:
+        try:
+            percent = float(self.con.query_progress())
+        except duckdb.Error:
+            return None
+        return percent / 100.0 if percent >= 0 else None
 
-    def band(self, start: float, width: float) -> None:
-        """The next query's 0-100 % maps to start ... start + width of the stage."""
-        self._start, self._width = start, width
-
-    def finish_band(self) -> None:
-        self.report(self._start + self._width)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(POLL_SECONDS):
-            if not self.running:
-                continue
-            if self.cancel.cancelled:
-                _interrupt(self.con)
-                continue
-            try:
-                percent = float(self.con.query_progress())
-            except duckdb.Error:
-                continue
-            if percent >= 0:
-                self.report(self._start + self._width * min(percent, 100.0) / 100.0)
+    def _interrupt(self) -> None:
+        _interrupt(self.con)
 
 
 def _interrupt(con: duckdb.DuckDBPyConnection) -> None:
@@ -660,88 +422,3 @@ def _scalar(result: duckdb.DuckDBPyConnection) -> int:
     if row is None:  # pragma: no cover - COPY and count(*) always return one row
         raise StageFailed("the engine returned no row count")
     return int(row[0])
-
-
-# -- files ------------------------------------------------------------------------------------
-
-
-def _name_parts(folder: Path) -> int:
-    """Rename DuckDB's data_N.parquet to part-NNNNN.parquet (name order = N order)."""
-    found = []
-    for path in folder.iterdir():
-        match = _DATA_FILE.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    for index, (_, path) in enumerate(sorted(found)):
-        path.rename(folder / f"part-{index:05d}{PARQUET_SUFFIX}")
-    return len(found)
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2); False where that is not available."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if result == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _publish(src: Path, dest: Path, work: Path) -> None:
-    """Move a finished folder into place, replacing what was there (removed afterwards)."""
-    if not dest.exists() and not dest.is_symlink():
-        os.rename(src, dest)
-        return
-    if _exchange(src, dest):
-        shutil.rmtree(src, ignore_errors=True)  # src now holds the old layer
-        return
-    old = work / f"old-{dest.name}"
-    os.rename(dest, old)
-    os.rename(src, dest)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _parquet_rows(files: list[Path], replacements: list[tuple[str, str]]) -> int:
-    total = 0
-    for path in files:
-        try:
-            total += pq.read_metadata(path).num_rows
-        except Exception as exc:  # pyarrow raises several types for a broken file
-            message = str(exc)
-            for absolute, relative in replacements:
-                message = message.replace(absolute, relative)
-            name = str(path)
-            for absolute, relative in replacements:
-                name = name.replace(absolute, relative)
-            raise StageFailed(f"'{name}' is not a readable Parquet file: {message}") from None
-    return total
-
-
-def _estimate_lines(files: list[Path], options: dict[str, object]) -> int:
-    """Rows of text files, estimated from their size and the line length of the first MiB."""
-    if options.get("compression") not in (None, "none", "auto") or any(
-        p.suffix in (".gz", ".zst", ".zstd", ".bz2", ".xz") for p in files
-    ):
-        return 0
-    try:
-        with files[0].open("rb") as handle:
-            sample = handle.read(1 << 20)
-        size = sum(p.stat().st_size for p in files)
-    except OSError:
-        return 0
-    lines = sample.count(b"\n")
-    if not sample or lines == 0:
-        return len(files)
-    header = 1 if options.get("header", True) else 0
-    estimate = size * lines / len(sample) - header * len(files)
-    return max(0, round(estimate))

@@ -22,6 +22,10 @@ guards keep it to "read its own input layer, write nothing":
    undo any of it. Whatever the static checks might miss, DuckDB itself refuses the file access
    (`PermissionException`, translated to `SandboxViolation` by `translate_error`).
 
+A run parameter is read as `$name` and bound as a typed value when the statement runs; the guard
+accepts only the names the run binds (`UnknownParameter` names the layer and the parameter). A
+value never becomes SQL text, so no value can change a statement's shape or widen the sandbox.
+
 Everything the engine itself splices into SQL is either a fixed identifier, a properly quoted
 string literal (`sql_string`) or user text that passed the checks above; the composed statements
 are parsed again (`ensure_single`) before they run.
@@ -32,7 +36,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +44,7 @@ from typing import Any
 import duckdb
 
 from app.domain.params import IDENTIFIER
-from app.executor.engine.base import SandboxViolation, StageFailed
+from app.executor.engine.base import SandboxViolation, StageFailed, UnknownParameter
 
 # Table functions user SQL may call: pure generators that read no file and no catalog.
 ALLOWED_TABLE_FUNCTIONS = frozenset(
@@ -55,7 +59,6 @@ REFUSED_FUNCTIONS = frozenset({"current_setting", "getvariable", "getenv"})
 _KEYWORD = re.compile(r"^\s*(?:(?:--[^\n]*(?:\n|$)|/\*.*?\*/)\s*)*([A-Za-z]+)", re.DOTALL)
 _FILE_LIKE = re.compile(r"[/\\.:~]")
 _PERMISSION = re.compile(r'Cannot access (?:file|directory) "([^"]*)"')
-_INTERNAL_PREFIX = "__strata"
 WRAPPED_INPUT = "__strata_input"
 
 
@@ -124,21 +127,18 @@ def _statement_name(statement: Any) -> str:
 
 
 class SqlGuard:
-    """Static checks of one layer's user SQL; messages name the layer and what was refused."""
+    """Static checks of one layer's user SQL; messages name the layer and what was refused.
 
-    def __init__(self, layer: str, input_name: str) -> None:
+    `parameters` are the names the run binds: user SQL may read them as `$name` (a typed value,
+    never text), any other parameter reference is refused. The guard holds no resource of its own
+    (it parses on this thread's shared parse-only connection), so it needs no closing.
+    """
+
+    def __init__(self, layer: str, input_name: str, parameters: Collection[str] = ()) -> None:
         self.layer = layer
         self.input_name = input_name
+        self.parameters = frozenset(parameters)
         self._con = _parser()
-
-    def close(self) -> None:
-        """Nothing to release: the parser connection is kept for the thread's next stage."""
-
-    def __enter__(self) -> SqlGuard:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- public checks ---------------------------------------------------------------------
 
@@ -284,6 +284,10 @@ class SqlGuard:
                 str(node.get("function_name", "")).lower() in REFUSED_FUNCTIONS
             ):
                 raise SandboxViolation(f"{label}: function '{node['function_name']}' refused")
+            if node.get("class") == "PARAMETER":
+                name = str(node.get("identifier", ""))
+                if name not in self.parameters:
+                    raise UnknownParameter(label, name, self.parameters)
 
     def _what_input(self) -> str:
         return "relation" if self.input_name == "landing" else "layer"
@@ -291,23 +295,28 @@ class SqlGuard:
 
 def ensure_single(con: duckdb.DuckDBPyConnection, sql: str, kind: str) -> str:
     """Re-parse a statement the engine composed: it must be exactly one `kind` statement."""
-    statements = con.extract_statements(sql)
-    if len(statements) != 1 or _statement_name(statements[0]) != kind:
-        raise SandboxViolation(f"composed statement is not a single {kind}; refused")
+    _single(con, sql, kind)
     return sql
 
 
-def check_output_columns(layer: str, columns: Sequence[str], *, with_checks: bool) -> None:
-    """Refuse output column names the engine reserves for itself."""
-    for column in columns:
-        if column.lower().startswith(_INTERNAL_PREFIX):
-            raise StageFailed(
-                f"layer {layer}: column name '{column}' is reserved (prefix {_INTERNAL_PREFIX})"
-            )
-        if with_checks and column.lower() == "_reject_reason":
-            raise StageFailed(
-                f"layer {layer}: column name '_reject_reason' is reserved for rejects"
-            )
+def bind(
+    con: duckdb.DuckDBPyConnection, sql: str, kind: str, values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`ensure_single`, and the values of the parameters the statement reads (DuckDB refuses
+    values a statement does not read). Every `$name` was checked by `SqlGuard` against `values`."""
+    statement = _single(con, sql, kind)
+    names = statement.named_parameters
+    missing = sorted(names - values.keys())
+    if missing:  # pragma: no cover - SqlGuard refuses unknown parameters first
+        raise UnknownParameter(f"{kind} statement", missing[0], values.keys())
+    return {name: values[name] for name in names}
+
+
+def _single(con: duckdb.DuckDBPyConnection, sql: str, kind: str) -> Any:
+    statements = con.extract_statements(sql)
+    if len(statements) != 1 or _statement_name(statements[0]) != kind:
+        raise SandboxViolation(f"composed statement is not a single {kind}; refused")
+    return statements[0]
 
 
 # -- the locked connection ------------------------------------------------------------------

@@ -3,7 +3,9 @@
 `STRATA_ENGINE=spark` runs every stage on a SparkSession instead of an in-process DuckDB; the job
 spec and the API do not change. Layer SQL, check expressions and dedupe `order_by` stay in the
 DuckDB dialect: `spark_sql` holds them to the DuckDB engine's sandbox rule, then transpiles them
-with sqlglot. One stage, as in `duckdb_engine`:
+with sqlglot; a run parameter `$name` becomes Spark's named marker `:name`, bound as a typed value
+through `spark.sql(text, args=...)`. The stage's life (inputs, scratch folder, counts, publishing)
+is the shared `kernel.StageEngine`; this module is its Spark adapter. One stage:
 
 1. input: the landing files as `landing` (ODS; with the lineage columns `_source_file`, the path
    relative to the landing directory, `_ingested_at`, one UTC TIMESTAMP per run, and
@@ -12,9 +14,10 @@ with sqlglot. One stage, as in `duckdb_engine`:
    `deduped`), then `checks` (a row passes when the expression is TRUE, NULL fails; the first
    failing check names `_reject_reason`); rows + rejects + deduped = rows after sql, checked;
 3. Parquet (zstd) into `<job>/.tmp-<layer>-<uuid>/out` and `rejects`, files renamed to
-   `part-NNNNN.parquet`, then moved to `<job>/<layer>/` and `<job>/<layer>_rejects/`. A re-run
-   replaces; a failed or cancelled stage leaves nothing behind. A layer whose SQL ends with
-   ORDER BY (and DS always) is written as one file in that order.
+   `part-NNNNN.parquet`, then swapped atomically into `<job>/<layer>/` and
+   `<job>/<layer>_rejects/` (`publish`). A re-run replaces; a failed or cancelled stage leaves
+   nothing behind. A layer whose SQL ends with ORDER BY (and DS always) is written as one file in
+   that order.
 
 Spark specifics: every action of a stage runs under one job group (classic) or operation tag
 (Spark Connect). A watcher thread turns the group's completed/total tasks into progress, and a
@@ -29,42 +32,36 @@ import datetime as dt
 import json
 import logging
 import os
-import re
-import shutil
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from app.domain.params import Layer, Source, check_relative_path
-from app.domain.states import Stage
-from app.executor.engine.base import (
-    LINEAGE_COLUMNS,
-    CancelToken,
-    LayerResult,
-    Progress,
-    ProgressCallback,
-    StageCancelled,
-    StageFailed,
-    StageRequest,
+from app.domain.params import Source
+from app.executor.engine.base import CancelToken, StageCancelled, StageFailed
+from app.executor.engine.inputs import StageInputs, parquet_rows
+from app.executor.engine.kernel import (
+    REJECT_REASON,
+    Plan,
+    StageContext,
+    StageCounts,
+    StageEngine,
+    StageWork,
 )
+from app.executor.engine.progress import BandPoller, Reporter
+from app.executor.engine.publish import part_name
 
 log = logging.getLogger(__name__)
 
-REJECT_REASON = "_reject_reason"
 POLL_SECONDS = 0.5
-_INTERNAL_PREFIX = "__strata"
 _ROW_NUMBER = "__strata_rn"
 _SEQUENCE = "__strata_seq"
 _ID_BITS = 33  # monotonically_increasing_id() = partition index << 33 | position in partition
-_GLOB_CHARS = re.compile(r"[*?\[\]{}\\]")
-_PREVIOUS_STAGE = {"ods": Stage.LANDING_TO_ODS, "dwd": Stage.ODS_TO_DWD, "dws": Stage.DWD_TO_DWS}
 
 # Settings every session gets unless the engine's `conf` says otherwise. They make Spark read,
 # cast and write like the DuckDB engine: UTC, ANSI casts (a bad CAST fails, TRY_CAST gives NULL,
@@ -87,7 +84,7 @@ LOCAL_CONF: dict[str, str] = {
 }
 
 
-class SparkEngine:
+class SparkEngine(StageEngine):
     """Runs stages on Spark: `local[n]`, `spark://…`, `yarn`, `k8s://…` or Spark Connect `sc://…`.
 
     The SparkSession is created on first use and shared by every stage (stages running at once
@@ -184,107 +181,95 @@ class SparkEngine:
             )
         return spark
 
-    # -- one stage ------------------------------------------------------------------------
+    # -- one stage (the kernel's adapters) ---------------------------------------------------
 
-    def run_stage(
-        self, request: StageRequest, report: ProgressCallback, cancel: CancelToken
-    ) -> LayerResult:
-        started = time.perf_counter()
-        cancel.raise_if_cancelled()
-        request.check_job_id()
-        stage = _Stage(request)
-        plan = _compile(request.params.layers.get(stage.layer), stage)  # before any I/O
-        files = _landing_files(request) if stage.input_layer == "landing" else []
-        parts = _layer_parts(stage) if stage.input_layer != "landing" else []
+    def _compile(self, ctx: StageContext) -> Plan:
+        return _compile(ctx, _Names.of(ctx))
+
+    def _execute(self, work: StageWork) -> StageCounts:
+        ctx, plan = work.ctx, work.plan
         spark = self.session()
-        progress = _Reporter(report)
-        stage.job_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            stage.work_dir.mkdir()
-            with self._tracked(spark, stage, progress, cancel) as watcher:
-                counts, total = self._execute(spark, stage, plan, files, parts, watcher, cancel)
-            cancel.raise_if_cancelled()
-            rows = _parquet_rows(stage.out_dir)
-            rejects = _parquet_rows(stage.rejects_out) if plan.checks else 0
-            kept = counts.kept if counts else rows
-            if rows + rejects != kept:  # pragma: no cover - an engine bug
-                raise StageFailed(
-                    f"layer {stage.layer}: rows were lost ({rows} + {rejects} != {kept})"
-                )
-            after_sql = counts.after_sql if counts else rows
-            if plan.checks:
-                _name_parts(stage.rejects_out)
-                _publish(stage.rejects_out, stage.rejects_dir, stage.work_dir)
-            else:
-                shutil.rmtree(stage.rejects_dir, ignore_errors=True)
-            written = _name_parts(stage.out_dir)
-            _publish(stage.out_dir, stage.final_dir, stage.work_dir)
-        finally:
-            shutil.rmtree(stage.work_dir, ignore_errors=True)
-        processed = total.rows if total.exact else after_sql
-        progress.report(100.0, processed=processed, total=processed, final=True)
-        return LayerResult(
-            layer=stage.layer,
+        names = _Names.of(ctx)
+        with self._tracked(spark, ctx, names, work.progress, work.cancel) as watcher:
+            observed = self._actions(spark, work, names, watcher)
+        work.cancel.raise_if_cancelled()
+        rows = parquet_rows(sorted(ctx.out_dir.glob("part-*.parquet")), ctx.replacements)
+        rejects = (
+            parquet_rows(sorted(ctx.rejects_out.glob("part-*.parquet")), ctx.replacements)
+            if plan.checks
+            else 0
+        )
+        after_sql, kept = observed if observed else (rows, rows)
+        return StageCounts(
+            after_sql=after_sql,
             rows=rows,
-            path=str(stage.final_dir),
-            seconds=round(time.perf_counter() - started, 3),
             rejects=rejects,
             deduped=after_sql - kept,
-            rejects_path=str(stage.rejects_dir) if plan.checks else None,
-            files=written,
-            extra={"rows_after_sql": after_sql, "engine": self.name},
+            extra={"engine": self.name},
         )
 
-    def _execute(
-        self,
-        spark: Any,
-        stage: _Stage,
-        plan: _Plan,
-        files: list[_LandingFile],
-        parts: list[Path],
-        watcher: _ProgressWatcher,
-        cancel: CancelToken,
-    ) -> tuple[_Counts | None, _Total]:
+    def _name_parts(self, folder: Path) -> int:
+        """Keep only the data files, renamed `part-NNNNN.parquet` in Spark's part order.
+
+        Checksums and markers go, and so do empty parts (tasks that wrote no row), unless every
+        part is empty: one file then keeps the layer's schema.
+        """
+        import pyarrow.parquet as pq
+
+        parts = []
+        for item in folder.iterdir():
+            if item.name.startswith("part-") and item.name.endswith(".parquet"):
+                parts.append(item)
+            elif item.is_file():
+                item.unlink()
+        parts.sort()
+        empty = [part for part in parts if pq.read_metadata(part).num_rows == 0]
+        for part in empty[: len(empty) - 1] if len(empty) == len(parts) else empty:
+            part.unlink()
+            parts.remove(part)
+        for index, item in enumerate(parts):
+            item.rename(folder / part_name(index))
+        return len(parts)
+
+    def _actions(
+        self, spark: Any, work: StageWork, names: _Names, watcher: _ProgressWatcher
+    ) -> tuple[int, int] | None:
+        """Write the layer (and rejects); (rows after sql, rows kept by dedupe) when staged."""
         from pyspark.sql import functions as F
 
+        ctx, plan, inputs, cancel = work.ctx, work.plan, work.inputs, work.cancel
+        args = dict(ctx.parameters) or None
+        source_spec = ctx.request.params.source
         views: list[str] = []
         try:
-            if files:
-                total = _Total(_estimate_lines(files, stage.request.params.source), exact=False)
-                watcher.total = total.rows
+            if inputs.names:
                 watcher.band(0.0, 30.0)  # the lineage pass reads every landing file once
-                source = _read_landing(spark, stage.request.params.source, files)
+                source = _read_landing(spark, source_spec, inputs)
                 source = _with_lineage(
-                    spark,
-                    source,
-                    files,
-                    parse_all=bool(stage.request.params.source.options.get("ignore_errors")),
+                    spark, source, inputs, parse_all=bool(source_spec.options.get("ignore_errors"))
                 )
-                _check_lineage_names(stage, source.columns)
-                bands = [(30.0, 70.0)]
+                ctx.check_lineage_columns(source.columns)
+                start, width = 30.0, 70.0
             else:
-                total = _Total(_parquet_rows_of(parts), exact=True)
-                watcher.total = total.rows
-                source = spark.read.parquet(*(str(p) for p in parts))
-                bands = [(0.0, 100.0)]
+                source = spark.read.parquet(*(str(p) for p in inputs.files))
+                start, width = 0.0, 100.0
             cancel.raise_if_cancelled()
-            source.createOrReplaceTempView(stage.input_view)
-            views.append(stage.input_view)
-            frame = spark.sql(plan.query) if plan.query else source
-            _check_output_columns(stage.layer, frame.columns, with_checks=bool(plan.checks))
-            start, width = bands[0]
-            if not plan.staged:
+            source.createOrReplaceTempView(names.input_view)
+            views.append(names.input_view)
+            frame = spark.sql(plan.query, args=args) if plan.query else source
+            ctx.check_output_columns(frame.columns, with_checks=bool(plan.checks))
+            if not (plan.dedupe or plan.checks):
                 watcher.band(start, width)
-                _write(frame, stage.out_dir, single=plan.ordered)
-                return None, total
+                _write(frame, ctx.out_dir, single=plan.ordered)
+                return None
 
             # dedupe rank and reject reason of every row after sql, counted on the way through
             # the first write (recomputing for the rejects is cheaper than caching every row)
             if plan.keys and not plan.order_by:
                 frame = frame.withColumn(_SEQUENCE, F.monotonically_increasing_id())
-            frame.createOrReplaceTempView(stage.stage_view)
-            views.append(stage.stage_view)
-            staged = spark.sql(_staging_sql(stage.stage_view, plan)).drop(_SEQUENCE)
+            frame.createOrReplaceTempView(names.stage_view)
+            views.append(names.stage_view)
+            staged = spark.sql(_staging_sql(names.stage_view, plan), args=args).drop(_SEQUENCE)
             observation, staged = _observe(staged, plan)
             kept = staged.where(F.col(_ROW_NUMBER) == 1) if plan.keys else staged
             kept = kept.drop(_ROW_NUMBER)
@@ -295,17 +280,17 @@ class SparkEngine:
                 if plan.checks
                 else kept
             )
-            _write(passed, stage.out_dir, single=plan.ordered)
+            _write(passed, ctx.out_dir, single=plan.ordered)
             counts = _observed_counts(observation, plan)
             if plan.checks:
                 cancel.raise_if_cancelled()
                 watcher.band(start + width * 0.8, width * 0.2)
                 _write(
                     kept.where(F.col(REJECT_REASON).isNotNull()),
-                    stage.rejects_out,
+                    ctx.rejects_out,
                     single=plan.ordered,
                 )
-            return counts, total
+            return counts
         finally:
             for view in views:
                 with suppress(Exception):
@@ -315,7 +300,12 @@ class SparkEngine:
 
     @contextmanager
     def _tracked(
-        self, spark: Any, stage: _Stage, progress: _Reporter, cancel: CancelToken
+        self,
+        spark: Any,
+        ctx: StageContext,
+        stage: _Names,
+        progress: Reporter,
+        cancel: CancelToken,
     ) -> Iterator[_ProgressWatcher]:
         """Run the block's Spark actions under the stage's group; report progress; cancel it."""
         interrupt: Callable[[], Any]
@@ -328,7 +318,7 @@ class SparkEngine:
             poll = tracker.snapshot
         else:
             context = spark.sparkContext
-            context.setJobGroup(stage.group, f"strata {stage.layer}", interruptOnCancel=True)
+            context.setJobGroup(stage.group, f"strata {ctx.layer}", interruptOnCancel=True)
             interrupt = lambda: context.cancelJobGroup(stage.group)  # noqa: E731
             poll = lambda: _group_tasks(context, stage.group)  # noqa: E731
         unregister = cancel.on_cancel(interrupt)
@@ -341,7 +331,7 @@ class SparkEngine:
         except Exception as err:
             if cancel.cancelled:
                 raise StageCancelled("cancelled") from None
-            raise _translate(err, stage) from None
+            raise _translate(err, ctx, stage) from None
         finally:
             watcher.stop()
             unregister()
@@ -367,50 +357,28 @@ class SparkEngine:
 # -- plan ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """A stage's user SQL, checked and transpiled before Spark is touched."""
-
-    query: str | None
-    ordered: bool
-    keys: tuple[str, ...]
-    order_by: str | None
-    checks: tuple[tuple[str, str], ...]
-
-    @property
-    def staged(self) -> bool:
-        return bool(self.keys or self.checks)
-
-
-def _compile(spec: Layer, stage: _Stage) -> _Plan:
+def _compile(ctx: StageContext, names: _Names) -> Plan:
     try:
-        from app.executor.engine.spark_sql import (
-            compile_order_by,
-            compile_predicate,
-            compile_query,
-            ends_with_order_by,
-        )
+        from app.executor.engine.spark_sql import UserSql, ends_with_order_by
     except ImportError:  # pragma: no cover - depends on the installation
         raise StageFailed(
             "the Spark engine needs sqlglot: install Strata with the 'spark' extra"
         ) from None
-    names = {"layer": stage.layer, "input_layer": stage.input_layer, "relation": stage.input_view}
-    query = compile_query(spec.sql, **names) if spec.sql and spec.sql.strip() else None
+    spec = ctx.spec
+    user = UserSql(ctx.layer, ctx.input_layer, names.input_view, frozenset(ctx.parameters))
+    query = user.query(spec.sql) if spec.sql and spec.sql.strip() else None
     keys: tuple[str, ...] = ()
     order_by = None
     if spec.dedupe is not None:
         keys = tuple(spec.dedupe.keys)
         if spec.dedupe.order_by and spec.dedupe.order_by.strip():
-            order_by = compile_order_by(spec.dedupe.order_by, **names)
-    checks = tuple(
-        (check.name, compile_predicate(check.expr, name=check.name, **names))
-        for check in spec.checks
-    )
-    ordered = stage.layer == "ds" or (query is not None and ends_with_order_by(query))
-    return _Plan(query=query, ordered=ordered, keys=keys, order_by=order_by, checks=checks)
+            order_by = user.order_by(spec.dedupe.order_by)
+    checks = tuple((check.name, user.predicate(check.expr, check.name)) for check in spec.checks)
+    ordered = ctx.layer == "ds" or (query is not None and ends_with_order_by(query))
+    return Plan(query=query, ordered=ordered, keys=keys, order_by=order_by, checks=checks)
 
 
-def _staging_sql(view: str, plan: _Plan) -> str:
+def _staging_sql(view: str, plan: Plan) -> str:
     """Every row after sql with its dedupe rank and reject reason (our Spark SQL; user parts
     are the transpiled, sandbox-checked fragments)."""
     columns = ["*"]
@@ -428,7 +396,7 @@ def _staging_sql(view: str, plan: _Plan) -> str:
     return f"SELECT {', '.join(columns)} FROM {view}"
 
 
-def _observe(staged: Any, plan: _Plan) -> tuple[Any, Any]:
+def _observe(staged: Any, plan: Plan) -> tuple[Any, Any]:
     """Count the rows after sql (and the dedupe winners) as the first write streams them."""
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
@@ -440,209 +408,78 @@ def _observe(staged: Any, plan: _Plan) -> tuple[Any, Any]:
     return observation, staged.observe(observation, *metrics)
 
 
-def _observed_counts(observation: Any, plan: _Plan) -> _Counts:
+def _observed_counts(observation: Any, plan: Plan) -> tuple[int, int]:
+    """(rows after sql, rows kept by dedupe)."""
     values = observation.get
     after_sql = int(values.get("after_sql") or 0)
     kept = int(values.get("kept") or 0) if plan.keys else after_sql
-    return _Counts(after_sql=after_sql, kept=kept)
-
-
-def _check_output_columns(layer: str, columns: list[str], *, with_checks: bool) -> None:
-    for column in columns:
-        if column.lower().startswith(_INTERNAL_PREFIX):
-            raise StageFailed(
-                f"layer {layer}: column name '{column}' is reserved (prefix {_INTERNAL_PREFIX})"
-            )
-        if with_checks and column.lower() == REJECT_REASON:
-            raise StageFailed(
-                f"layer {layer}: column name '{REJECT_REASON}' is reserved for rejects"
-            )
-
-
-def _check_lineage_names(stage: _Stage, columns: list[str]) -> None:
-    for column in LINEAGE_COLUMNS:
-        if [c.lower() for c in columns].count(column) > 1:
-            raise StageFailed(
-                f"source '{stage.request.params.source.path}' has a column named '{column}', "
-                "which ODS adds as lineage; rename it"
-            )
-
-
-# -- stage bookkeeping ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Stage:
-    """Names and folders of one running stage."""
-
-    request: StageRequest
-    token: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-    @property
-    def layer(self) -> str:
-        return Stage(self.request.stage).layer
-
-    @property
-    def input_layer(self) -> str:
-        return Stage(self.request.stage).input_layer
-
-    @property
-    def input_view(self) -> str:
-        return f"strata_{self.token[:12]}_{self.input_layer}"
-
-    @property
-    def stage_view(self) -> str:
-        return f"strata_{self.token[:12]}_{self.layer}_stage"
-
-    @property
-    def group(self) -> str:
-        return f"strata-{self.request.job_id}-{self.layer}-{self.token[:12]}"
-
-    @property
-    def job_dir(self) -> Path:
-        return self.request.warehouse_dir.resolve() / self.request.job_id
-
-    @property
-    def final_dir(self) -> Path:
-        return self.job_dir / self.layer
-
-    @property
-    def rejects_dir(self) -> Path:
-        return self.job_dir / f"{self.layer}_rejects"
-
-    @property
-    def work_dir(self) -> Path:
-        """`.tmp-<layer>-<uuid>`, as the DuckDB engine names a running stage's folder."""
-        return self.job_dir / f".tmp-{self.layer}-{self.token}"
-
-    @property
-    def out_dir(self) -> Path:
-        return self.work_dir / "out"
-
-    @property
-    def rejects_out(self) -> Path:
-        return self.work_dir / "rejects"
+    return after_sql, kept
 
 
 @dataclass(frozen=True)
-class _Counts:
-    after_sql: int
-    kept: int
+class _Names:
+    """Spark's names for one running stage: its temp views and its job group (or tag)."""
 
+    input_view: str
+    stage_view: str
+    group: str
 
-@dataclass(frozen=True)
-class _Total:
-    rows: int
-    """Input rows: exact for Parquet, an estimate for CSV/JSONL (0 if unknown)."""
-    exact: bool
-
-
-@dataclass(frozen=True)
-class _LandingFile:
-    path: Path
-    """Resolved absolute path."""
-    name: str
-    """Path relative to the landing directory: the `_source_file` lineage value."""
+    @classmethod
+    def of(cls, ctx: StageContext) -> _Names:
+        token = ctx.token[:12]
+        return cls(
+            input_view=f"strata_{token}_{ctx.input_layer}",
+            stage_view=f"strata_{token}_{ctx.layer}_stage",
+            group=f"strata-{ctx.request.job_id}-{ctx.layer}-{token}",
+        )
 
 
 # -- progress ------------------------------------------------------------------------------------
 
 
-class _Reporter:
-    """Forwards progress that moves forward; a failing sink never fails the stage."""
-
-    def __init__(self, sink: ProgressCallback) -> None:
-        self._sink = sink
-        self._lock = threading.Lock()
-        self._last = -1.0
-
-    def report(self, percent: float, *, processed: int, total: int, final: bool = False) -> None:
-        with self._lock:
-            if not final and percent <= self._last:
-                return
-            self._last = percent
-        try:
-            self._sink(
-                Progress(percent=round(min(percent, 100.0), 2), processed=processed, total=total)
-            )
-        except Exception:
-            log.exception("progress callback failed")
-
-
-class _ProgressWatcher:
+class _ProgressWatcher(BandPoller):
     """Polls the stage's Spark jobs and maps the current action's progress onto its band.
 
-    Each action of a stage (the lineage pass, materialising, each write) owns a band of the
-    stage's 0-100 %. Within it, each job started since the band began counts its share of
-    completed tasks (a finished job counts as complete, whatever stages it skipped), and one
-    job more than seen so far is assumed to come, so a band never looks finished before it is.
+    Within a band, each job started since the band began counts its share of completed tasks
+    (a finished job counts as complete, whatever stages it skipped), and one job more than seen
+    so far is assumed to come, so a band never looks finished before it is.
     """
 
     def __init__(
         self,
         poll: Callable[[], dict[Any, tuple[int, int, bool]]],
-        progress: _Reporter,
+        progress: Reporter,
         cancel: CancelToken,
         interrupt: Callable[[], Any],
     ) -> None:
+        super().__init__(progress, cancel, seconds=POLL_SECONDS, name="spark-progress")
         self._poll = poll
-        self._progress = progress
-        self._cancel = cancel
-        self._interrupt = interrupt
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="spark-progress", daemon=True)
-        self._start = 0.0
-        self._width = 0.0
+        self._interrupt_group = interrupt
         self._before: set[Any] = set()
-        self.total = 0
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=5)
-
-    def band(self, start: float, width: float) -> None:
-        """The next action's 0-100 % maps to start … start + width; the last band is done."""
+    def _on_band(self) -> None:
         try:
-            before = set(self._poll())
+            self._before = set(self._poll())
         except Exception:
-            before = set()
-        with self._lock:
-            self._publish(self._start + self._width)
-            self._start, self._width, self._before = start, width, before
+            self._before = set()
 
-    def _loop(self) -> None:
-        while not self._stopped.wait(POLL_SECONDS):
-            if self._cancel.cancelled:
-                # a job submitted just after the cancel hook ran would otherwise run on
-                with suppress(Exception):
-                    self._interrupt()
-                continue
-            try:
-                jobs = self._poll()
-            except Exception:  # the tracker is best effort
-                continue
-            shares = [
-                1.0 if finished else (done / total if total else 0.0)
-                for key, (done, total, finished) in jobs.items()
-                if key not in self._before
-            ]
-            if shares:
-                # an action runs as several jobs (one per shuffle stage with adaptive
-                # execution), and only the ones started so far are known: count one more
-                with self._lock:
-                    self._publish(self._start + self._width * sum(shares) / (len(shares) + 1))
+    def _fraction(self) -> float | None:
+        try:
+            jobs = self._poll()
+        except Exception:  # the tracker is best effort
+            return None
+        shares = [
+            1.0 if finished else (done / total if total else 0.0)
+            for key, (done, total, finished) in jobs.items()
+            if key not in self._before
+        ]
+        # an action runs as several jobs (one per shuffle stage with adaptive execution), and
+        # only the ones started so far are known: count one more
+        return sum(shares) / (len(shares) + 1) if shares else None
 
-    def _publish(self, percent: float) -> None:
-        if percent <= 0:
-            return
-        percent = min(percent, 99.0)
-        self._progress.report(
-            percent, processed=min(self.total, int(self.total * percent / 100)), total=self.total
-        )
+    def _interrupt(self) -> None:
+        # a job submitted just after the cancel hook ran would otherwise run on
+        self._interrupt_group()
 
 
 def _group_tasks(context: Any, group: str) -> dict[Any, tuple[int, int, bool]]:
@@ -687,63 +524,10 @@ class _ConnectProgress:
 # -- inputs --------------------------------------------------------------------------------------
 
 
-def _landing_files(request: StageRequest) -> list[_LandingFile]:
-    """The source glob's files, confined to the landing directory, in relative-path order."""
-    source = request.params.source
-    landing = request.landing_dir.resolve()
-    try:
-        check_relative_path(source.path)
-    except ValueError as exc:
-        raise StageFailed(f"source path {source.path!r}: {exc}") from None
-    if not landing.is_dir():
-        raise StageFailed("the landing directory does not exist")
-    try:
-        matches = sorted(landing.glob(source.path), key=lambda p: p.relative_to(landing).as_posix())
-    except (ValueError, NotImplementedError) as exc:
-        raise StageFailed(f"source path {source.path!r}: {exc}") from None
-    files = []
-    for match in matches:
-        name = match.relative_to(landing).as_posix()
-        try:
-            resolved = match.resolve(strict=True)
-        except (OSError, RuntimeError):
-            raise StageFailed(f"source file '{name}' cannot be resolved") from None
-        if not resolved.is_relative_to(landing):
-            raise StageFailed(f"source file '{name}' points outside the landing directory; refused")
-        if not resolved.is_file():
-            continue
-        if _GLOB_CHARS.search(str(resolved)):
-            raise StageFailed(
-                f"source file '{name}': file names with glob characters (*?[]{{}}\\) cannot be read"
-            )
-        files.append(_LandingFile(resolved, name))
-    if not files:
-        raise StageFailed(f"source path '{source.path}' matched no files in the landing directory")
-    return files
-
-
-def _layer_parts(stage: _Stage) -> list[Path]:
-    folder = stage.job_dir / stage.input_layer
-    previous = _PREVIOUS_STAGE[stage.input_layer]
-    job_id = stage.request.job_id
-    if not folder.is_dir():
-        raise StageFailed(
-            f"input layer '{stage.input_layer}' of job {job_id} is missing; "
-            f"run {previous.value} first"
-        )
-    parts = sorted(p.resolve() for p in folder.glob("*.parquet"))
-    if not parts:
-        raise StageFailed(
-            f"input layer '{stage.input_layer}' of job {job_id} has no Parquet "
-            f"files; run {previous.value} again"
-        )
-    return parts
-
-
-def _read_landing(spark: Any, source: Source, files: list[_LandingFile]) -> Any:
+def _read_landing(spark: Any, source: Source, inputs: StageInputs) -> Any:
     """The landing files with the reader options mapped from DuckDB's names to Spark's."""
     options = source.options
-    paths = [str(f.path) for f in files]
+    paths = [str(path) for path in inputs.files]
     if source.format == "parquet":
         merge = _bool(options.get("union_by_name", False))
         return spark.read.option("mergeSchema", merge).parquet(*paths)
@@ -755,7 +539,7 @@ def _read_landing(spark: Any, source: Source, files: list[_LandingFile]) -> Any:
             spark_options[target] = _spark_time_format(str(options[key]))
     if source.format == "jsonl":
         frame = spark.read.options(**spark_options).json(paths)
-        order = _json_key_order(files[0].path)  # Spark sorts inferred fields by name
+        order = _json_key_order(inputs.files[0])  # Spark sorts inferred fields by name
         first = [c for c in order if c in frame.columns]
         return frame.select(
             *[_quote(c) for c in first], *[_quote(c) for c in frame.columns if c not in first]
@@ -815,7 +599,7 @@ def _json_key_order(path: Path) -> list[str]:
     return [str(k) for k in record] if isinstance(record, dict) else []
 
 
-def _with_lineage(spark: Any, frame: Any, files: list[_LandingFile], *, parse_all: bool) -> Any:
+def _with_lineage(spark: Any, frame: Any, inputs: StageInputs, *, parse_all: bool) -> Any:
     """Add `_source_file`, `_ingested_at` and `_row_number` (1-based, in each file's order).
 
     A file split is read front to back, so `monotonically_increasing_id()` (partition index in
@@ -854,7 +638,7 @@ def _with_lineage(spark: Any, frame: Any, files: list[_LandingFile], *, parse_al
         )
         .collect()
     )
-    names = {str(f.path): f.name for f in files}
+    names = {str(path): name for path, name in zip(inputs.files, inputs.names, strict=True)}
     per_file: dict[str, list[Any]] = {}
     for split in splits:
         per_file.setdefault(split["__strata_file"], []).append(split)
@@ -910,25 +694,6 @@ def _local_path(spark_path: str) -> str:
     return str(Path(unquote(parsed.path) if parsed.scheme else spark_path))
 
 
-def _estimate_lines(files: list[_LandingFile], source: Source) -> int:
-    """Rows of text files, estimated from their size and the line length of the first MiB."""
-    if source.format == "parquet":
-        return _parquet_rows_of([f.path for f in files])
-    if any(f.path.suffix in (".gz", ".zst", ".zstd", ".bz2", ".xz") for f in files):
-        return 0
-    try:
-        with files[0].path.open("rb") as handle:
-            sample = handle.read(1 << 20)
-        size = sum(f.path.stat().st_size for f in files)
-    except OSError:
-        return 0
-    lines = sample.count(b"\n")
-    if not lines:
-        return len(files)
-    header = 1 if source.format == "csv" and source.options.get("header", True) else 0
-    return max(0, round(size * lines / len(sample) - header * len(files)))
-
-
 # -- output --------------------------------------------------------------------------------------
 
 
@@ -940,55 +705,10 @@ def _write(frame: Any, path: Path, *, single: bool) -> None:
     frame.write.mode("overwrite").option("compression", "zstd").parquet(str(path))
 
 
-def _name_parts(folder: Path) -> int:
-    """Keep only the data files, renamed `part-NNNNN.parquet` in Spark's part order.
-
-    Checksums and markers go, and so do empty parts (tasks that wrote no row), unless every
-    part is empty: one file then keeps the layer's schema.
-    """
-    import pyarrow.parquet as pq
-
-    parts = []
-    for item in folder.iterdir():
-        if item.name.startswith("part-") and item.name.endswith(".parquet"):
-            parts.append(item)
-        elif item.is_file():
-            item.unlink()
-    parts.sort()
-    empty = [part for part in parts if pq.read_metadata(part).num_rows == 0]
-    for part in empty[: len(empty) - 1] if len(empty) == len(parts) else empty:
-        part.unlink()
-        parts.remove(part)
-    for index, item in enumerate(parts):
-        item.rename(folder / f"part-{index:05d}.parquet")
-    return len(parts)
-
-
-def _parquet_rows(folder: Path) -> int:
-    return _parquet_rows_of(sorted(folder.glob("part-*.parquet")))
-
-
-def _parquet_rows_of(files: list[Path]) -> int:
-    import pyarrow.parquet as pq
-
-    try:
-        return sum(pq.read_metadata(f).num_rows for f in files)
-    except Exception as exc:  # pyarrow raises several types for a broken file
-        raise StageFailed(f"a Parquet file cannot be read: {exc}") from None
-
-
-def _publish(src: Path, dest: Path, work: Path) -> None:
-    """Move a finished folder into place; the folder it replaces is removed afterwards."""
-    if dest.exists():
-        old = work / f"old-{dest.name}"
-        os.rename(dest, old)
-    os.rename(src, dest)
-
-
 # -- errors --------------------------------------------------------------------------------------
 
 
-def _translate(err: Exception, stage: _Stage) -> StageFailed:
+def _translate(err: Exception, ctx: StageContext, names: _Names) -> StageFailed:
     """A Spark error as the user sees it: the first line, the engine's own names put back."""
     getter = getattr(err, "getMessage", None)
     text = ""
@@ -998,13 +718,10 @@ def _translate(err: Exception, stage: _Stage) -> StageFailed:
     text = (text or str(err)).strip()
     first = text.splitlines()[0] if text else type(err).__name__
     for internal, public in (
-        (stage.input_view, stage.input_layer),
-        (stage.stage_view, stage.layer),
-        (str(stage.job_dir), f"warehouse/{stage.request.job_id}"),
-        (str(stage.request.landing_dir.resolve()), "landing"),
+        (names.input_view, ctx.input_layer),
+        (names.stage_view, ctx.layer),
+        *ctx.replacements,
     ):
         first = first.replace(internal, public)
-    label = f"layer {stage.layer}" + (
-        " sql" if stage.request.params.layers.get(stage.layer).sql else ""
-    )
+    label = ctx.label
     return StageFailed(f"{label}: {first[:2000]}")

@@ -15,14 +15,15 @@ Known dialect differences that the transpiler does not close are listed in docs/
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, SqlglotError
 from sqlglot.optimizer.scope import Scope, traverse_scope
 
-from app.executor.engine.base import SandboxViolation, StageFailed
+from app.executor.engine.base import SandboxViolation, StageFailed, UnknownParameter
 
 READ = "duckdb"
 WRITE = "spark"
@@ -109,60 +110,69 @@ _FILE_LIKE = re.compile(r"[/\\.:~]")
 _DENIED_PREFIXES = ("read_", "readcsv", "readparquet", "readjson", "duckdb_", "pragma_")
 
 
-def compile_query(sql: str, *, layer: str, input_layer: str, relation: str) -> str:
-    """Check one DuckDB SELECT over `input_layer` and return it as Spark SQL reading `relation`.
+@dataclass(frozen=True)
+class UserSql:
+    """One stage's user SQL rules: read only `input_layer` (and own CTEs), bind only `parameters`.
 
     `relation` is the name of the temp view that holds the input layer for this stage only.
+    `parameters` are the names the run binds: `$name` becomes Spark's named marker `:name`
+    (bound by `spark.sql(text, args=...)`); any other parameter reference is refused.
     """
-    label = f"layer {layer} sql"
-    statement = _parse_single(sql, label=label)
-    if isinstance(statement, exp.Subquery) and isinstance(statement.this, _QUERY_TYPES):
-        statement = statement.unnest()
-    if not isinstance(statement, _QUERY_TYPES):
-        raise SandboxViolation(
-            f"{label}: only one SELECT statement is allowed, got {_describe(statement)}"
+
+    layer: str
+    input_layer: str
+    relation: str
+    parameters: frozenset[str] = frozenset()
+
+    def query(self, sql: str) -> str:
+        """Check one DuckDB SELECT over the input layer; return it as Spark SQL."""
+        label = f"layer {self.layer} sql"
+        statement = _parse_single(sql, label=label)
+        if isinstance(statement, exp.Subquery) and isinstance(statement.this, _QUERY_TYPES):
+            statement = statement.unnest()
+        if not isinstance(statement, _QUERY_TYPES):
+            raise SandboxViolation(
+                f"{label}: only one SELECT statement is allowed, got {_describe(statement)}"
+            )
+        return self._to_spark(statement, label)
+
+    def predicate(self, expr: str, name: str) -> str:
+        """A check's boolean expression (subqueries may read only the input layer)."""
+        label = f"layer {self.layer} check {name!r}"
+        select = _wrapped(
+            f"SELECT (\n{expr}\n) FROM __strata_row",
+            label=label,
+            fragment=expr,
+            shape="a single SQL expression",
         )
-    _check_tree(statement, label=label)
-    _point_at_relation(statement, label=label, input_layer=input_layer, relation=relation)
-    return _to_spark(_spark_semantics(statement, label=label), label=label)
+        if len(select.expressions) != 1 or isinstance(select.expressions[0].unnest(), exp.Alias):
+            raise SandboxViolation(f"{label}: must be a single SQL expression")
+        return self._to_spark(select.expressions[0], label)
 
+    def order_by(self, order_by: str) -> str:
+        """A dedupe `order_by` list, with DuckDB's NULL ordering made explicit."""
+        label = f"layer {self.layer} dedupe order_by"
+        select = _wrapped(
+            f"SELECT 1 FROM __strata_row ORDER BY\n{order_by}\n",
+            label=label,
+            fragment=order_by,
+            shape="an ORDER BY list such as 'ts DESC, id'",
+        )
+        order = select.args.get("order")
+        if order is None or select.args.get("limit") or select.args.get("offset"):
+            raise SandboxViolation(f"{label}: must be an ORDER BY list such as 'ts DESC, id'")
+        spark = self._to_spark(order, label)
+        prefix = "ORDER BY "
+        if not spark.startswith(prefix):  # pragma: no cover - sqlglot always prints the keyword
+            raise StageFailed(f"{label}: cannot be transpiled to Spark SQL")
+        return spark[len(prefix) :]
 
-def compile_predicate(expr: str, *, layer: str, name: str, input_layer: str, relation: str) -> str:
-    """A check's boolean expression as Spark SQL (subqueries may read only the input layer)."""
-    label = f"layer {layer} check {name!r}"
-    select = _wrapped(
-        f"SELECT (\n{expr}\n) FROM __strata_row",
-        label=label,
-        fragment=expr,
-        shape="a single SQL expression",
-    )
-    if len(select.expressions) != 1 or isinstance(select.expressions[0].unnest(), exp.Alias):
-        raise SandboxViolation(f"{label}: must be a single SQL expression")
-    predicate = select.expressions[0]
-    _check_tree(predicate, label=label)
-    _point_at_relation(predicate, label=label, input_layer=input_layer, relation=relation)
-    return _to_spark(_spark_semantics(predicate, label=label), label=label)
-
-
-def compile_order_by(order_by: str, *, layer: str, input_layer: str, relation: str) -> str:
-    """A dedupe `order_by` list as Spark SQL, with DuckDB's NULL ordering made explicit."""
-    label = f"layer {layer} dedupe order_by"
-    select = _wrapped(
-        f"SELECT 1 FROM __strata_row ORDER BY\n{order_by}\n",
-        label=label,
-        fragment=order_by,
-        shape="an ORDER BY list such as 'ts DESC, id'",
-    )
-    order = select.args.get("order")
-    if order is None or select.args.get("limit") or select.args.get("offset"):
-        raise SandboxViolation(f"{label}: must be an ORDER BY list such as 'ts DESC, id'")
-    _check_tree(order, label=label)
-    _point_at_relation(order, label=label, input_layer=input_layer, relation=relation)
-    spark = _to_spark(_spark_semantics(order, label=label), label=label)
-    prefix = "ORDER BY "
-    if not spark.startswith(prefix):  # pragma: no cover - sqlglot always prints the keyword
-        raise StageFailed(f"{label}: cannot be transpiled to Spark SQL")
-    return spark[len(prefix) :]
+    def _to_spark(self, tree: exp.Expr, label: str) -> str:
+        _check_tree(tree, label=label, parameters=self.parameters)
+        _point_at_relation(
+            tree, label=label, input_layer=self.input_layer, relation=self.relation
+        )
+        return _to_spark(_spark_semantics(tree, label=label), label=label)
 
 
 def ends_with_order_by(spark_sql: str) -> bool:
@@ -220,8 +230,13 @@ def _wrapped(sql: str, *, label: str, fragment: str, shape: str) -> exp.Select:
     return statement
 
 
-def _check_tree(tree: exp.Expr, *, label: str) -> None:
+def _check_tree(tree: exp.Expr, *, label: str, parameters: Collection[str]) -> None:
     for node in tree.walk():
+        if isinstance(node, exp.Placeholder) and node.name:
+            # sqlglot reads DuckDB's `$name` as a named placeholder and prints it as `:name`
+            if node.name not in parameters:
+                raise UnknownParameter(label, node.name, parameters)
+            continue
         if isinstance(node, _FORBIDDEN_NODES):
             raise SandboxViolation(f"{label}: {_describe(node)} is refused")
         if isinstance(node, exp.Func):

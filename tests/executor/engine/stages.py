@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from app.domain.params import JobParams
 from app.domain.states import Stage
+from app.executor.engine import publish
 from app.executor.engine.base import CancelToken, LayerResult, Progress, StageRequest
 from app.executor.engine.duckdb_engine import DuckDBEngine
 
@@ -98,3 +104,44 @@ def csv_params(path: str = "in/*.csv", **layers: Any) -> dict[str, Any]:
         "layers": layers,
         "batch_size": 1000,
     }
+
+
+def watch_publishing(monkeypatch: pytest.MonkeyPatch, layer: Path) -> list[str]:
+    """Check after every rename `publish` makes that `layer` still exists; lists the misses.
+
+    Deterministic where a reader thread is not: a replace done as two renames leaves the layer
+    absent after the first, and this sees it every time.
+    """
+    absent: list[str] = []
+    real_rename = os.rename
+
+    def rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        real_rename(src, dst)
+        if not layer.is_dir():
+            absent.append(f"after rename {src} -> {dst}")
+
+    monkeypatch.setattr(publish.os, "rename", rename)
+    return absent
+
+
+@contextmanager
+def reader_of(layer: Path) -> Iterator[list[int]]:
+    """A thread looking for `layer` in a loop while the block runs; yields the misses it saw."""
+    stop = threading.Event()
+    misses: list[int] = []
+    looks = [0]
+
+    def look() -> None:
+        while not stop.is_set():
+            looks[0] += 1
+            if not layer.is_dir():
+                misses.append(looks[0])
+
+    thread = threading.Thread(target=look, name="layer-reader")
+    thread.start()
+    try:
+        yield misses
+    finally:
+        stop.set()
+        thread.join()
+    assert looks[0] > 0, "the reader never looked"

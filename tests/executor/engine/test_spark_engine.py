@@ -39,6 +39,7 @@ from app.executor.engine.base import (
     StageRequest,
 )
 from app.executor.engine.spark_engine import SparkEngine
+from tests.executor.engine.stages import reader_of, watch_publishing
 from tests.orders_data import Dirt, file_slices, generate, write_csv
 
 pytestmark = [
@@ -282,6 +283,22 @@ def test_a_rerun_replaces_the_layer(
     assert again.rows == results["ds"].rows
     assert read_layer(job_dir / "ds").equals(before)
     assert not list(job_dir.glob(".tmp-*"))
+
+
+def test_a_rerun_never_leaves_a_moment_without_the_layer(
+    spark_engine: SparkEngine, spark_run: tuple[Path, dict[str, LayerResult], Any],
+    orders: tuple[Path, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The layer folder is swapped, not removed then renamed: a reader always finds it."""
+    job_dir, results, _ = spark_run
+    request = StageRequest(job_id="job-1", stage=Stage.DWD_TO_DWS,
+                           params=JobParams.model_validate(JOB["params"]),
+                           landing_dir=orders[0], warehouse_dir=job_dir.parent)
+    absent = watch_publishing(monkeypatch, job_dir / "dws")
+    with reader_of(job_dir / "dws") as misses:
+        again = spark_engine.run_stage(request, lambda p: None, CancelToken())
+    assert absent == [] and misses == []
+    assert again.rows == results["dws"].rows
 
 
 # -- the sandbox and the transpiler -------------------------------------------------------------
