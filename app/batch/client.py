@@ -93,6 +93,10 @@ class BatchTask(BaseModel):
     total: int = 0
     result: dict[str, Any] | None = None
     error: str | None = None
+    reason: str | None = None
+    """Machine-readable cause of a failure, when the executor says one (e.g. TooManyRejects)."""
+    retryable: bool = True
+    """False: running the stage again would fail the same way."""
     created_at: datetime
     updated_at: datetime
 

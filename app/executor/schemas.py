@@ -60,9 +60,15 @@ class TaskPublic(BaseModel):
     processed: int
     total: int
     result: dict[str, Any] | None = Field(
-        description="What the stage wrote (rows, rejects, path, seconds…) once completed."
+        description="What the stage wrote (rows, rejects, path, seconds…) once completed, or "
+                    "when a data-quality gate failed it."
     )
     error: str | None = Field(description="Why the stage failed, when it failed.")
+    reason: str | None = Field(
+        None, description="Machine-readable cause of a failure that says one, e.g. "
+                          "TooManyRejects or SchemaDrift.")
+    retryable: bool = Field(
+        True, description="False when running the stage again would fail the same way.")
     created_at: datetime
     updated_at: datetime
 
@@ -72,7 +78,7 @@ class TaskPublic(BaseModel):
             task_id=task.id, job_id=task.job_id, stage=Stage(task.stage), attempt=task.attempt,
             status=TaskStatus(task.status), progress=min(max(task.progress, 0.0), 100.0),
             processed=task.processed, total=task.total, result=task.result, error=task.error,
-            created_at=task.created_at, updated_at=task.updated_at,
+            created_at=task.created_at, updated_at=task.updated_at, **_failure_of(task),
         )
 
 
@@ -85,3 +91,11 @@ class ExecutorHealth(BaseModel):
     runner_id: str
     running: int = Field(description="Stages running now in this process.")
     queue_depth: int = Field(description="Tasks waiting here for a free worker.")
+
+
+def _failure_of(task: ExecutorTask) -> dict[str, Any]:
+    """`reason` and `retryable` of a failed task, which its result carries (a gate's verdict)."""
+    if task.status != TaskStatus.FAILED or not task.result:
+        return {}
+    return {"reason": task.result.get("reason"),
+            "retryable": task.result.get("retryable") is not False}
