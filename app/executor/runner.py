@@ -323,6 +323,8 @@ class TaskRunner:
         document: dict[str, Any] | None = None
         if result is not None:
             document = {**result.to_dict(), **(verdict.result_fields() if verdict else {})}
+            if verdict is not None and verdict.failed:
+                document["path"] = None  # the layer was removed; its rejects_path stays
             processed = progress.processed if progress else result.rows
             final = (100.0, processed, progress.total if progress else processed)
         elif progress is not None:

@@ -208,7 +208,7 @@ class StageDriver:
         message = f"{stage.layer}: {layer['rows']} rows"
         if layer["rejects"]:
             message += f", {layer['rejects']} rejects"
-        warnings = self._warnings(job, stage, result, now)
+        warnings = self._warnings(job, result, now)
         events = warnings + fire(job, "stage_done", now, message=message)
         self.metrics.stage_seconds.labels(stage.value).observe(
             max((now - task.created_at).total_seconds(), 0.0))
@@ -221,9 +221,8 @@ class StageDriver:
         job.next_run_at = None
         return await self._commit(job, events)
 
-    def _warnings(
-        self, job: Job, stage: Stage, result: dict[str, Any], now: datetime
-    ) -> list[JobEvent]:
+    @staticmethod
+    def _warnings(job: Job, result: dict[str, Any], now: datetime) -> list[JobEvent]:
         """A gate's warnings (e.g. SchemaDrift with on_drift: warn): a condition and an event."""
         events = []
         for warning in result.get("warnings") or []:

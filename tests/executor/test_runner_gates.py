@@ -73,6 +73,7 @@ async def test_too_many_rejects_fails_the_task_not_retryable_and_keeps_the_rejec
     assert public.error == ("ods: 1 of 4 rows rejected (25.00%), more than its reject_limit "
                             "20.00%")
     assert public.result is not None and (public.result["rows"], public.result["rejects"]) == (3, 1)
+    assert public.result["path"] is None and public.result["rejects_path"].endswith("ods_rejects")
     job_dir = warehouse_dir / "job-1"
     assert not (job_dir / "ods").exists()  # a failed stage leaves no layer …
     assert [p.suffix for p in (job_dir / "ods_rejects").iterdir()] == [".parquet"]  # … but this
