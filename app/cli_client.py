@@ -290,6 +290,43 @@ def output(
         sink.flush()
 
 
+class LayerName(StrEnum):
+    ods = "ods"
+    dwd = "dwd"
+    dws = "dws"
+    ds = "ds"
+
+
+@jobs_app.command()
+def rejects(
+    job_id: JobId,
+    layer: Annotated[LayerName, typer.Argument(case_sensitive=False, show_default=False,
+                                               help="The layer: ods, dwd, dws or ds.")],
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="Rows to show.")] = 20,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many rejected rows.")] = 0,
+    url: Url = None, token: Token = None, json_: AsJson = False,
+) -> None:
+    """Why rows were rejected: each check's count, then the rejected rows."""
+    with _api(url, token) as client:
+        reasons = client.reject_reasons(job_id, layer.value)
+        rows = client.rejects(job_id, layer.value, limit, offset)
+    total = sum(reasons.values())
+    if json_:
+        _emit({"job_id": job_id, "layer": layer.value, "total": total, "reasons": reasons,
+               "rows": rows})
+        return
+    if not total:
+        typer.echo(f"no rejected rows in {layer.value}")
+        return
+    from app.cli_render import reasons_table, rows_table, stdout
+
+    _show(reasons_table(reasons))
+    typer.echo("")
+    _show(rows_table(rows, stdout().width, first=offset + 1))
+    typer.echo(f"rows {offset + 1}-{offset + len(rows)} of {total:,}" if rows
+               else f"no rows past {offset} (of {total:,})")
+
+
 def _write_file(path: Path, chunks: Iterator[bytes]) -> None:
     """Stream into a sibling temp file and rename: an API error never leaves half a file."""
     tmp = path.with_name(f".{path.name}.part")

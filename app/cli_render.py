@@ -179,6 +179,50 @@ def landing_table(files: Iterable[LandingFile]) -> Table:
     return table
 
 
+def reasons_table(reasons: dict[str, int]) -> Table:
+    """Rejected rows per check (`_reject_reason`), most first, with their share."""
+    total = sum(reasons.values()) or 1
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("REASON")
+    table.add_column("ROWS", justify="right")
+    table.add_column("SHARE", justify="right")
+    for reason, count in reasons.items():
+        table.add_row(reason, f"{count:,}", f"{count / total:.1%}")
+    return table
+
+
+def rows_table(rows: list[dict[str, Any]], width: int, first: int = 1) -> RenderableType:
+    """Rows as the API returned them, `_reject_reason` first: a table when it fits in `width`,
+    else one block of `column  value` lines per row (NULL shown dim)."""
+    rows = [{"_reject_reason": r["_reject_reason"], **r} if "_reject_reason" in r else r
+            for r in rows]
+    names = list(rows[0]) if rows else []
+    cells = [[_cell(v) for v in row.values()] for row in rows]
+    widths = [max([len(n), *(len(c.plain) for c in column)])
+              for n, column in zip(names, zip(*cells, strict=True), strict=True)]
+    if sum(w + 2 for w in widths) <= width:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for name in names:
+            table.add_column(name, no_wrap=True)
+        for row_cells in cells:
+            table.add_row(*row_cells)
+        return table
+    blocks: list[RenderableType] = []
+    for index, row_cells in enumerate(cells, first):
+        block = Table(box=None, show_header=False, pad_edge=False, title=f"row {index}",
+                      title_justify="left", title_style="bold")
+        block.add_column(style="bold")
+        block.add_column(overflow="fold")
+        for name, cell in zip(names, row_cells, strict=True):
+            block.add_row(name, cell)
+        blocks.append(block)
+    return Group(*blocks)
+
+
+def _cell(value: Any) -> Text:
+    return Text("NULL", style="dim") if value is None else Text(str(value))
+
+
 def _size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):

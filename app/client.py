@@ -207,17 +207,7 @@ class StrataClient:
 
         Streamed so a large output can go to a file without being held in memory.
         """
-        params: dict[str, Any] = {"format": format, "offset": offset}
-        if limit is not None:
-            params["limit"] = limit
-        try:
-            with self._http.stream("GET", f"{_job(job_id)}/output", params=params) as response:
-                if response.is_error:
-                    response.read()
-                    raise StrataError.from_response(response)
-                yield from response.iter_bytes(chunk_size)
-        except httpx.TransportError as exc:
-            raise Unreachable(self.url, _reason(exc)) from exc
+        yield from self._stream_rows(f"{_job(job_id)}/output", format, limit, offset, chunk_size)
 
     def output(self, job_id: str, format: OutputFormat = "json", limit: int | None = None,
                offset: int = 0) -> bytes:
@@ -228,6 +218,51 @@ class StrataClient:
                     offset: int = 0) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = json.loads(self.output(job_id, "json", limit, offset))
         return rows
+
+    def iter_layer(self, job_id: str, layer: str, format: OutputFormat = "json",
+                   limit: int | None = None, offset: int = 0, *, rejects: bool = False,
+                   chunk_size: int = 65536) -> Iterator[bytes]:
+        """Any written layer's rows (or, with `rejects`, the rows its checks refused)."""
+        path = f"{_job(job_id)}/layers/{quote(layer, safe='')}" + ("/rejects" if rejects else "")
+        yield from self._stream_rows(path, format, limit, offset, chunk_size)
+
+    def layer_rows(self, job_id: str, layer: str, limit: int | None = None, offset: int = 0,
+                   *, rejects: bool = False) -> list[dict[str, Any]]:
+        body = b"".join(self.iter_layer(job_id, layer, "json", limit, offset, rejects=rejects))
+        rows: list[dict[str, Any]] = json.loads(body)
+        return rows
+
+    def rejects(self, job_id: str, layer: str, limit: int | None = None,
+                offset: int = 0) -> list[dict[str, Any]]:
+        """The layer's rejected rows, each with `_reject_reason` (the failed check's name)."""
+        return self.layer_rows(job_id, layer, limit, offset, rejects=True)
+
+    def reject_reasons(self, job_id: str, layer: str, page: int = 10_000) -> dict[str, int]:
+        """How many rows each check rejected, most first (read page by page)."""
+        counts: dict[str, int] = {}
+        offset = 0
+        while True:
+            rows = self.rejects(job_id, layer, page, offset)
+            for row in rows:
+                reason = str(row.get("_reject_reason"))
+                counts[reason] = counts.get(reason, 0) + 1
+            if len(rows) < page:
+                return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+            offset += page
+
+    def _stream_rows(self, path: str, format: OutputFormat, limit: int | None, offset: int,
+                     chunk_size: int) -> Iterator[bytes]:
+        params: dict[str, Any] = {"format": format, "offset": offset}
+        if limit is not None:
+            params["limit"] = limit
+        try:
+            with self._http.stream("GET", path, params=params) as response:
+                if response.is_error:
+                    response.read()
+                    raise StrataError.from_response(response)
+                yield from response.iter_bytes(chunk_size)
+        except httpx.TransportError as exc:
+            raise Unreachable(self.url, _reason(exc)) from exc
 
     # -- following a job --------------------------------------------------------------------
 

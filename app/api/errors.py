@@ -14,6 +14,7 @@ from app.domain.errors import (
     IllegalAction,
     JobNotFound,
     LandingPathRefused,
+    LayerNotWritten,
     OutputNotReady,
     TooManyRequests,
 )
@@ -35,6 +36,7 @@ DOMAIN_ERROR_HANDLERS: dict[type[Exception], Callable[..., Any]] = {
     IdempotencyConflict: _handler(409, "Idempotency-Key reused with another body"),
     ConcurrentUpdate: _handler(409, "Concurrent update"),
     OutputNotReady: _handler(409, "Output not ready"),
+    LayerNotWritten: _handler(409, "Layer not written"),
     LandingPathRefused: _handler(422, "Landing path refused", field="path"),
     UploadTooLarge: _handler(413, "Upload too large"),
 }

@@ -91,9 +91,15 @@ class TaskPublic(BaseModel):
     processed: int
     total: int
     result: dict[str, Any] | None = Field(
-        description="What the stage wrote (rows, rejects, path, seconds…) once completed."
+        description="What the stage wrote (rows, rejects, path, seconds…) once completed, or "
+                    "when a data-quality gate failed it."
     )
     error: str | None = Field(description="Why the stage failed, when it failed.")
+    reason: str | None = Field(
+        None, description="Machine-readable cause of a failure that says one, e.g. "
+                          "TooManyRejects or SchemaDrift.")
+    retryable: bool = Field(
+        True, description="False when running the stage again would fail the same way.")
     created_at: datetime
     updated_at: datetime
 

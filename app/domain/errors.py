@@ -50,6 +50,16 @@ class OutputNotReady(DomainError):
         self.status = status
 
 
+class LayerNotWritten(DomainError):
+    """A layer (or its rejects) that the job has not written (yet)."""
+
+    def __init__(self, job_id: str, layer: str, status: str, what: str = "layer") -> None:
+        super().__init__(f"job {job_id} has not written {what} {layer}: the job is {status}")
+        self.job_id = job_id
+        self.layer = layer
+        self.status = status
+
+
 class TooManyRequests(DomainError):
     """An owner's limit is reached; `retry_after` says when trying again makes sense."""
 

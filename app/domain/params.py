@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.domain.sqltypes import canonical_type
+
 MAX_SQL_LENGTH = 100_000
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -96,12 +98,47 @@ class Output(_Strict):
     format: Literal["parquet"] = "parquet"
 
 
+class Contract(_Strict):
+    """The columns and types a layer's output must have (order ignored)."""
+
+    columns: Annotated[
+        dict[Annotated[str, Field(min_length=1, max_length=255)], str],
+        Field(min_length=1, max_length=1000,
+              description="Column → DuckDB type name (case-insensitive; aliases such as INT, "
+                          "TEXT, FLOAT8 or BOOL are resolved).")]
+    on_drift: Literal["fail", "warn"] = Field(
+        "fail", description="fail: the stage fails (SchemaDrift); warn: a condition and an event.")
+
+    @field_validator("columns")
+    @classmethod
+    def _known_types(cls, columns: dict[str, str]) -> dict[str, str]:
+        """Stored as DuckDB spells them, so the job says exactly what is compared."""
+        seen: set[str] = set()
+        for name in columns:
+            if name.lower() in seen:
+                raise ValueError(f"column {name!r} is named twice (names are case-insensitive)")
+            seen.add(name.lower())
+        resolved = {}
+        for name, type_ in columns.items():
+            try:
+                resolved[name] = canonical_type(type_)
+            except ValueError as exc:
+                raise ValueError(f"column {name!r}: {exc}") from None
+        return resolved
+
+
 class Layer(_Strict):
     sql: Annotated[str | None, Field(max_length=MAX_SQL_LENGTH,
                                      description="One SELECT over the previous layer.")] = None
     checks: Annotated[list[Check], Field(max_length=100)] = Field(default_factory=list)
     dedupe: Dedupe | None = None
     output: Output | None = None
+    reject_limit: Annotated[
+        float | None,
+        Field(ge=0, le=1, description="Largest share of rejects, rejects ÷ (rows + rejects); "
+                                      "more fails the stage (TooManyRejects)."),
+    ] = None
+    contract: Contract | None = None
 
     @field_validator("checks")
     @classmethod

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from app.contract.tasks import TaskStatus
+from app.domain import layout
 from app.domain.parameters import TypedValue, bind_values
 from app.domain.params import JobParams
 from app.domain.states import Stage
@@ -40,6 +42,7 @@ from app.executor.engine.base import (
     StageFailed,
     StageRequest,
 )
+from app.executor.gates import Verdict, evaluate
 from app.executor.tasks import TaskStore
 from app.logs import bind
 from app.store.models import ExecutorTask
@@ -267,7 +270,8 @@ class TaskRunner:
         log.info("task %s: running %s of job %s (attempt %d)",
                  task.id, task.stage, task.job_id, task.attempt)
         try:
-            result = await loop.run_in_executor(self._pool, self._call_engine, request, run)
+            result, verdict = await loop.run_in_executor(self._pool, self._call_engine, request,
+                                                         run)
         except StageCancelled:
             await self._ended(run, TaskStatus.CANCELLED)
         except StageFailed as exc:
@@ -277,7 +281,11 @@ class TaskRunner:
             await self._ended(run, TaskStatus.FAILED,
                               error=f"internal engine error: {type(exc).__name__}: {exc}")
         else:
-            await self._ended(run, TaskStatus.COMPLETED, result=result)
+            if verdict.failed:
+                await self._ended(run, TaskStatus.FAILED, result=result, verdict=verdict,
+                                  error=verdict.message)
+            else:
+                await self._ended(run, TaskStatus.COMPLETED, result=result, verdict=verdict)
 
     def _request_of(self, task: ExecutorTask) -> StageRequest:
         params = JobParams.model_validate(task.params)  # a ValidationError is a ValueError
@@ -290,14 +298,24 @@ class TaskRunner:
             parameters=bind_values(typed),
         )
 
-    def _call_engine(self, request: StageRequest, run: _Run) -> LayerResult:
-        """The worker thread's whole job."""
+    def _call_engine(self, request: StageRequest, run: _Run) -> tuple[LayerResult, Verdict]:
+        """The worker thread's whole job: the engine writes the layer, then the gates judge it.
+
+        A layer that fails a gate is removed, as any failed stage leaves no layer; its rejects
+        stay, since they are what explains the failure.
+        """
         run.token.raise_if_cancelled()
-        return self.engine.run_stage(request, run.report, run.token)
+        result = self.engine.run_stage(request, run.report, run.token)
+        layer = request.stage.layer
+        output = layout.layer_dir(self.warehouse_dir, request.job_id, layer)
+        verdict = evaluate(request.params.layers.get(layer), result, output)
+        if verdict.failed:
+            shutil.rmtree(output, ignore_errors=True)
+        return result, verdict
 
     async def _ended(
         self, run: _Run, status: TaskStatus, *, result: LayerResult | None = None,
-        error: str | None = None,
+        verdict: Verdict | None = None, error: str | None = None,
     ) -> None:
         if run.reason is StopReason.SHUTDOWN and status is not TaskStatus.COMPLETED:
             await self.store.release([run.task_id], self.runner_id)
@@ -305,14 +323,18 @@ class TaskRunner:
             return
         progress = run.progress
         final: tuple[float, int, int] | None = None
+        document: dict[str, Any] | None = None
         if result is not None:
+            document = {**result.to_dict(), **(verdict.result_fields() if verdict else {})}
+            if verdict is not None and verdict.failed:
+                document["path"] = None  # the layer was removed; its rejects_path stays
             processed = progress.processed if progress else result.rows
             final = (100.0, processed, progress.total if progress else processed)
         elif progress is not None:
             final = (progress.percent, progress.processed, progress.total)
         written = await self.store.finish(
-            run.task_id, self.runner_id, status, result=result.to_dict() if result else None,
-            error=error, progress=final, now=self.clock(),
+            run.task_id, self.runner_id, status, result=document, error=error, progress=final,
+            now=self.clock(),
         )
         if written:
             log.info("task %s: %s%s", run.task_id, status.value, f": {error}" if error else "")

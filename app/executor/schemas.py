@@ -6,6 +6,8 @@ BatchManager client imports too; this module maps the `executor_tasks` table ont
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from app.contract.tasks import TaskPublic, TaskStatus
@@ -19,8 +21,16 @@ def task_public(task: ExecutorTask) -> TaskPublic:
         task_id=task.id, job_id=task.job_id, stage=Stage(task.stage), attempt=task.attempt,
         status=TaskStatus(task.status), progress=min(max(task.progress, 0.0), 100.0),
         processed=task.processed, total=task.total, result=task.result, error=task.error,
-        created_at=task.created_at, updated_at=task.updated_at,
+        created_at=task.created_at, updated_at=task.updated_at, **_failure_of(task),
     )
+
+
+def _failure_of(task: ExecutorTask) -> dict[str, Any]:
+    """`reason` and `retryable` of a failed task, which its result carries (a gate's verdict)."""
+    if task.status != TaskStatus.FAILED or not task.result:
+        return {}
+    return {"reason": task.result.get("reason"),
+            "retryable": task.result.get("retryable") is not False}
 
 
 class TaskList(BaseModel):

@@ -278,13 +278,17 @@ class JobService:
         if job.status != JobStatus.SUCCEEDED.value:
             raise OutputNotReady(job_id, job.status)
 
+    def warehouse(self) -> Path:
+        """The warehouse root whose layers this service serves."""
+        if self.warehouse_dir is None:
+            raise RuntimeError("this JobService has no warehouse_dir to serve layers from")
+        return self.warehouse_dir
+
     async def output(
         self, owner: str | None, job_id: str, fmt: Literal["json", "csv"], limit: int,
         offset: int = 0,
     ) -> Iterator[bytes]:
         """The DS rows of a Succeeded job as JSON or CSV chunks (`app.store.layers.iter_rows`)."""
-        if self.warehouse_dir is None:
-            raise RuntimeError("this JobService has no warehouse_dir to serve output from")
-        path = layout.layer_dir(self.warehouse_dir, job_id, Stage.DWS_TO_DS.layer)
+        path = layout.layer_dir(self.warehouse(), job_id, Stage.DWS_TO_DS.layer)
         await self.ensure_output(owner, job_id)
         return layers.iter_rows(path, fmt, limit, offset)

@@ -80,6 +80,11 @@ def iter_rows(
     return _csv_chunks(names, batches)
 
 
+def empty_document(fmt: Literal["json", "csv"]) -> bytes:
+    """What `iter_rows` gives for no rows and no columns (a layer without rejects)."""
+    return b"[]" if fmt == "json" else b""
+
+
 # -- reading ----------------------------------------------------------------------------------
 
 

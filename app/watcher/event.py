@@ -204,7 +204,8 @@ class StageDriver:
         message = f"{stage.layer}: {layer['rows']} rows"
         if layer["rejects"]:
             message += f", {layer['rejects']} rejects"
-        events = fire(job, "stage_done", now, message=message)
+        warnings = self._warnings(job, result, now)
+        events = warnings + fire(job, "stage_done", now, message=message)
         self.metrics.stage_seconds.labels(stage.value).observe(
             max((now - task.created_at).total_seconds(), 0.0))
         self.metrics.rows_processed.labels(stage.layer).inc(int(layer["rows"] or 0))
@@ -216,8 +217,24 @@ class StageDriver:
         job.next_run_at = None
         return await self._commit(job, events)
 
+    @staticmethod
+    def _warnings(job: Job, result: dict[str, Any], now: datetime) -> list[JobEvent]:
+        """A gate's warnings (e.g. SchemaDrift with on_drift: warn): a condition and an event."""
+        events = []
+        for warning in result.get("warnings") or []:
+            reason, text = str(warning.get("reason")), str(warning.get("message", ""))
+            job.conditions = cond.set_condition(job.conditions, reason, cond.TRUE, reason, text,
+                                                now)
+            events.append(JobEvent(job_id=job.id, event="warning", from_status=job.status,
+                                   to_status=job.status, attempt=job.attempt,
+                                   message=text[:4000], at=now))
+        return events
+
     async def _task_failed(self, job: Job, stage: Stage, task: TaskPublic) -> Job:
         error = task.error or f"task ended {task.status}"
+        if not task.retryable:  # a gate's verdict: another attempt would give the same answer
+            return await self._fail(job, stage, task.reason or "StageFailed",
+                                    f"{stage.value} failed: {error}")
         async with self.sessions() as session:
             earlier = await store.count_events_since_last(session, job.id, "retry_stage",
                                                           RETRY_RESETS)

@@ -51,6 +51,7 @@ async def test_another_owners_job_is_404_on_every_endpoint(api: httpx.AsyncClien
         ("GET", "", {}), ("PATCH", "", {"json": {"name": "stolen"}}),
         ("POST", "/cancel", {}), ("POST", "/suspend", {}), ("POST", "/resume", {}),
         ("POST", "/retry", {}), ("GET", "/events", {}), ("GET", "/output", {}),
+        ("GET", "/layers/ods", {}), ("GET", "/layers/ods/rejects", {}),
         ("GET", "/watch", {}), ("DELETE", "", {}),
     ):
         response = await api.request(method, f"{url}{path}", headers=auth("bob"), **kwargs)

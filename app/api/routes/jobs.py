@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
@@ -25,6 +25,7 @@ from app.domain.errors import JobNotFound
 from app.domain.states import STOPPED_STATUSES, JobStatus
 from app.problems import PROBLEM_RESPONSES
 from app.services.jobs import NewJob
+from app.services.layers import layer_rows
 from app.store.models import Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=PROBLEM_RESPONSES)
@@ -124,6 +125,44 @@ async def get_output(
     media = "application/json" if format == "json" else "text/csv"
     return StreamingResponse(rows, media_type=media)
 
+
+LayerName = Annotated[Literal["ods", "dwd", "dws", "ds"],
+                      Path(description="The layer: ods, dwd, dws or ds.")]
+RowsFormat = Annotated[Literal["json", "csv"], Query()]
+RowsLimit = Annotated[int, Query(ge=1, le=1_000_000)]
+RowsOffset = Annotated[int, Query(ge=0)]
+
+
+@router.get("/{job_id}/layers/{layer}", operation_id="get_job_layer",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"application/json": {}, "text/csv": {}},
+                             "description": "The layer's rows, streamed"}})
+async def get_layer(
+    job_id: str, layer: LayerName, caller: Caller, jobs: Jobs,
+    format: RowsFormat = "json", limit: RowsLimit = 1000, offset: RowsOffset = 0,
+) -> StreamingResponse:
+    """Any written layer's rows, as JSON or CSV, paged like `/output`; 409 until it is written."""
+    chunks = await layer_rows(jobs, caller.scope, job_id, layer,
+                              fmt=format, limit=limit, offset=offset)
+    return StreamingResponse(chunks, media_type=_MEDIA[format])
+
+
+@router.get("/{job_id}/layers/{layer}/rejects", operation_id="get_job_layer_rejects",
+            response_class=StreamingResponse,
+            responses={200: {"content": {"application/json": {}, "text/csv": {}},
+                             "description": "The rejected rows, with `_reject_reason`, streamed"}})
+async def get_layer_rejects(
+    job_id: str, layer: LayerName, caller: Caller, jobs: Jobs,
+    format: RowsFormat = "json", limit: RowsLimit = 1000, offset: RowsOffset = 0,
+) -> StreamingResponse:
+    """The rows the layer's checks rejected, each with its `_reject_reason` (the failed check's
+    name); a layer without checks has none. Readable also when the stage failed a gate."""
+    chunks = await layer_rows(jobs, caller.scope, job_id, layer,
+                              fmt=format, limit=limit, offset=offset, rejects=True)
+    return StreamingResponse(chunks, media_type=_MEDIA[format])
+
+
+_MEDIA = {"json": "application/json", "csv": "text/csv"}
 
 WATCH_POLL_SECONDS = 0.2
 
