@@ -19,6 +19,7 @@ import app
 from app.api.deps import ApiContext
 from app.api.errors import DOMAIN_ERROR_HANDLERS
 from app.api.routes import jobs, landing, system, ui
+from app.api.routes import webhooks as webhook_routes
 from app.api.security import TokenTable
 from app.batch.client import BatchClient, make_http_client
 from app.domain.states import JobStatus
@@ -33,6 +34,7 @@ from app.store.jobs import count_by_status
 from app.store.notify import WakeListener, asyncpg_dsn
 from app.watcher.event import StageDriver
 from app.watcher.watcher import Watcher
+from app.webhooks.runtime import WebhookRuntime
 
 log = logging.getLogger("strata")
 
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     http = make_http_client(settings.executor_url or loopback_url(settings))
     batch = BatchClient(http, token=settings.executor_token)
     metrics = Metrics()
+    hooks = WebhookRuntime.from_settings(settings, sessions, metrics, auth_on=tokens is not None)
     driver = StageDriver(
         sessions, batch, AsyncLimiter(settings.task_create_rate, 1), warehouse_dir,
         retry_backoff=settings.retry_backoff_seconds, metrics=metrics,
@@ -108,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if executor is not None:
             await executor.start()
         watcher.start()
+        hooks.start()
         if listener is not None:
             listener.start()
         try:
@@ -116,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if listener is not None:
                 await listener.stop()
             await watcher.stop()
+            await hooks.stop()
             if executor is not None:
                 await executor.stop()
             await http.aclose()
@@ -132,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                warehouse_dir=warehouse_dir,
                                max_upload_bytes=settings.max_upload_bytes)
     api.state.watcher = watcher
+    api.state.webhooks = hooks.service
 
     async def database_ready() -> None:
         async with db.connect() as conn:
@@ -159,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(landing.router)
     api.include_router(system.router)
     api.include_router(ui.router)
+    api.include_router(webhook_routes.router)
     if executor is not None:
         api.mount("/executor", create_executor_app(executor))
     return api
