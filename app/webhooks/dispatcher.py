@@ -73,7 +73,7 @@ class Dispatcher:
         self.max_in_flight = max_in_flight
         self.timeout = timeout
         self.interval = interval
-        self.lease_seconds = lease_seconds or timeout + 30.0
+        self.lease_seconds = lease_seconds or timeout * 2 + 5.0
         self.clock = clock
         self.jitter = jitter
         self.metrics = metrics or Metrics()
@@ -189,11 +189,12 @@ class Dispatcher:
     async def _attempt(self, delivery: store.Claimed) -> tuple[int | None, str | None, bool]:
         """Send once: (HTTP status, why it failed or None, whether retrying is pointless)."""
         try:
-            target = await destination(delivery.url, self.resolver,
-                                       allow_private=self.allow_private)
+            async with asyncio.timeout(self.timeout):  # with the send, well within the lease
+                target = await destination(delivery.url, self.resolver,
+                                           allow_private=self.allow_private)
         except UrlRefused as exc:
             return None, f"refused: {exc}", True
-        except OSError as exc:
+        except (OSError, TimeoutError) as exc:
             return None, f"cannot resolve the host: {exc}"[:2000], False
         if target.refused is not None:
             return None, f"refused: {target.refused} (STRATA_WEBHOOK_ALLOW_PRIVATE)", True
@@ -207,10 +208,11 @@ class Dispatcher:
                 extensions["sni_hostname"] = target.host
             url = url.copy_with(host=target.address)
         try:
-            response = await self.http.post(url, content=body, headers=headers,
-                                            timeout=self.timeout, follow_redirects=False,
-                                            extensions=extensions)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self.timeout):  # httpx's timeout bounds each phase only
+                response = await self.http.post(url, content=body, headers=headers,
+                                                timeout=self.timeout, follow_redirects=False,
+                                                extensions=extensions)
+        except (httpx.TimeoutException, TimeoutError):
             return None, f"no answer within {self.timeout:g}s", False
         except httpx.HTTPError as exc:
             return None, f"{type(exc).__name__}: {exc}"[:2000], False
