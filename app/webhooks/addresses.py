@@ -13,7 +13,9 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from app.domain.webhooks import check_url, first_refused, ip_literal
+import httpx
+
+from app.domain.webhooks import UrlRefused, check_url, first_refused, ip_literal
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 """`(host, port) -> the IP addresses the host resolves to`; raises OSError when it does not."""
@@ -38,12 +40,19 @@ async def destination(url: str, resolver: Resolver, *, allow_private: bool) -> D
     """Check `url` (UrlRefused when it is no http(s) URL) and, unless private addresses are
     allowed, resolve its host and say why it is refused or which address to call."""
     host, port = check_url(url)
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise UrlRefused(f"not a URL an HTTP client can call: {exc}") from None
     if allow_private:
         return Destination(host, port)
     literal = ip_literal(host)
     if literal is None and (host == "localhost" or host.endswith(".localhost")):
         return Destination(host, port, refused=f"{host} is a loopback name")
-    addresses = [literal] if literal is not None else await resolver(host, port)
+    try:
+        addresses = [literal] if literal is not None else await resolver(host, port)
+    except UnicodeError:
+        raise UrlRefused(f"{host!r} is not a valid host name") from None
     if not addresses:
         raise OSError(f"{host} resolves to no address")
     reason = first_refused(addresses)

@@ -153,7 +153,11 @@ class Dispatcher:
 
     async def deliver(self, delivery: store.Claimed) -> None:
         crash_point("webhook_before_send")
-        status, error, final = await self._attempt(delivery)
+        try:
+            status, error, final = await self._attempt(delivery)
+        except Exception as exc:  # a bug must not strand the delivery under a dead lease
+            log.exception("webhook attempt of delivery %s failed unexpectedly", delivery.id)
+            status, error, final = None, f"{type(exc).__name__}: {exc}"[:2000], False
         now = self.clock()
         attempts = delivery.attempts + 1
         values: dict[str, Any] = {"attempts": attempts, "last_status": status,

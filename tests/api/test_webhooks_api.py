@@ -57,6 +57,7 @@ async def test_create_shows_the_secret_once_then_list_and_delete(api: httpx.Asyn
 
 @pytest.mark.parametrize(("body", "field"), [
     ({"url": "ftp://example.com/x", "events": ["job.failed"]}, "body.url"),
+    ({"url": "http://a\u0000b/x", "events": ["job.failed"]}, "body.url"),
     ({"url": "http://example.com/x", "events": ["job.exploded"]}, "body.events.0"),
     ({"url": "http://example.com/x", "events": []}, "body.events"),
     ({"events": ["job.failed"]}, "body.url"),
@@ -88,6 +89,8 @@ async def test_internal_addresses_are_refused_at_create_with_authentication_on(
         problem = response.json()
         assert problem["errors"][0]["field"] == "body.url"
         assert "refused" in problem["detail"]
+    too_long = await create(authed, f"http://{'a' * 300}.example.com/hook", ALICE)
+    assert too_long.status_code == 422 and too_long.json()["errors"][0]["field"] == "body.url"
     assert (await authed.get("/v1/webhooks", headers=ALICE)).json()["total"] == 0
 
 
