@@ -25,8 +25,7 @@ _STATE_COLUMNS = (
 async def insert_job(session: AsyncSession, job: Job, event: JobEvent) -> None:
     session.add(job)
     await session.flush()
-    session.add(event)
-    await session.flush()
+    await add_events(session, [event])
 
 
 JobRow = Row[Any]

@@ -176,3 +176,22 @@ async def test_a_cancel_through_the_api_reaches_only_the_owners_receiver(
         assert bob_rx.received == []
         bobs = await api.get(f"/v1/webhooks/{bob_hook['webhook_id']}/deliveries", headers=BOB)
         assert bobs.json()["total"] == 0
+
+
+async def test_a_job_the_watcher_fails_reaches_the_receiver_with_why(
+    database_url: str, tmp_path: Path, orders_job: dict[str, Any],
+) -> None:
+    receiver = Receiver()
+    settings = service_settings(database_url, tmp_path, webhook_poll_seconds=0.05)
+    failing = {**orders_job, "params": {**orders_job["params"], "retries": 0,
+                                        "source": {"path": "nothing/*.csv", "format": "csv"}}}
+    async with running_receiver(receiver) as url, running_service(settings) as api:
+        hook = (await api.post("/v1/webhooks", json={"url": url, "events": ["job.failed"]})).json()
+        job_id = await submit(api, failing)
+        job = await wait_status(api, job_id)
+        assert job["status"] == "Failed"
+        await wait_for(lambda: receiver.received, timeout=10, message="the job.failed delivery")
+    [got] = receiver.received
+    message = Verifier(hook["secret"]).verify(got.body, got.headers)
+    assert message["type"] == "job.failed" and message["data"] == job
+    assert any(c["status"] == "False" for c in message["data"]["conditions"])

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,9 +65,6 @@ async def new_job(sessions: async_sessionmaker[AsyncSession], orders_job: dict[s
     params = JobParams.model_validate(orders_job["params"])
     job, _ = await JobService(sessions).create(owner, NewJob(name="orders", params=params))
     return job.id
-
-
-Step = Callable[..., Any]
 
 
 async def walk(sessions: async_sessionmaker[AsyncSession], job_id: str, *events: str) -> None:
