@@ -360,3 +360,23 @@ async def test_the_gauges_count_pending_deliveries_and_the_oldest_age(
     assert d.metrics.webhook_deliveries_pending._value.get() == 1
     assert d.metrics.webhook_oldest_pending_seconds._value.get() >= 119
     assert clock() - timedelta(seconds=119) > (await deliveries(sessions))[0].created_at
+
+
+async def test_a_dispatcher_stopped_mid_send_hands_the_delivery_back_at_once(
+    sessions: Sessions, hooks: WebhookService, orders_job: dict[str, Any], clock: Clock,
+) -> None:
+    slow = Receiver(answers=[HANG])
+    async with running_receiver(slow) as url:
+        hook = await add_hook(hooks, "alice", url)
+        await walk(sessions, await new_job(sessions, orders_job), "cancel")
+        clock.catch_up()
+        stopping = dispatcher(sessions, clock)
+        assert await stopping.dispatch_due() == 1
+        await wait_for(lambda: slow.in_progress == 1, timeout=5, message="the send under way")
+        await stopping.stop(grace=0.1)
+        [row] = await deliveries(sessions, hook.id)
+        assert (row.status, row.attempts, row.lease_owner) == ("pending", 0, None)
+        assert await send_due(dispatcher(sessions, clock)) == 1, "no lease left to wait out"
+    [row] = await deliveries(sessions, hook.id)
+    assert row.status == "delivered"
+    assert len(set(slow.ids())) == 1 and len(slow.received) == 2
