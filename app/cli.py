@@ -9,12 +9,14 @@ import typer
 import uvicorn
 
 from app.cli_client import jobs_app, landing_app
+from app.cli_webhooks import webhooks_app
 from app.settings import Settings
 
 cli = typer.Typer(help="Strata: data-layer jobs over HTTP.", no_args_is_help=True,
                   add_completion=False)
 cli.add_typer(jobs_app, name="jobs")
 cli.add_typer(landing_app, name="landing")
+cli.add_typer(webhooks_app, name="webhooks")
 
 
 @cli.command()

@@ -26,6 +26,7 @@ import httpx
 
 from app.api.schemas import EventList, EventPublic, JobList, JobPublic, LandingFilePublic
 from app.api.schemas import LandingList as _LandingList
+from app.api.webhook_schemas import DeliveryList, WebhookCreated, WebhookList
 from app.domain.states import STOPPED_STATUSES
 
 __all__ = [
@@ -348,6 +349,32 @@ class StrataClient:
         params = {"prefix": prefix} if prefix else None
         body = self.request("GET", "/v1/landing", params=params).json()
         return _LandingList.model_validate(body).files
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    def create_webhook(self, url: str, events: list[str],
+                       pipeline: str | None = None) -> WebhookCreated:
+        """Send these events of the caller's jobs to `url`; the answer holds the secret, once."""
+        body = {"url": url, "events": events, "pipeline": pipeline}
+        return WebhookCreated.model_validate(self.request("POST", "/v1/webhooks", json=body).json())
+
+    def list_webhooks(self, limit: int = 100, offset: int = 0) -> WebhookList:
+        params = {"limit": limit, "offset": offset}
+        return WebhookList.model_validate(self.request("GET", "/v1/webhooks",
+                                                       params=params).json())
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self.request("DELETE", _webhook(webhook_id))
+
+    def deliveries(self, webhook_id: str, limit: int = 50, offset: int = 0) -> DeliveryList:
+        """The webhook's deliveries, newest first."""
+        params = {"limit": limit, "offset": offset}
+        return DeliveryList.model_validate(self.request(
+            "GET", f"{_webhook(webhook_id)}/deliveries", params=params).json())
+
+
+def _webhook(webhook_id: str) -> str:
+    return f"/v1/webhooks/{quote(webhook_id, safe='')}"
 
 
 def _job(job_id: str) -> str:

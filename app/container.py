@@ -3,8 +3,9 @@
 `build_services(settings)` only constructs: no folder is made, no database or socket is opened
 (`strata openapi` builds the app and must leave no trace). `run_services(services)` is what the
 lifespan enters: it makes the data folders and starts the long-running pieces (the executor's
-runner, the watcher, the wake listener) on an `AsyncExitStack`, so on the way out each is stopped
-in reverse order and one that fails to stop does not leave the others running.
+runner, the watcher, the webhook dispatcher, the wake listener) on an `AsyncExitStack`, so on the
+way out each is stopped in reverse order and one that fails to stop does not leave the others
+running.
 
     settings ──▶ build_services ──▶ Services ──▶ run_services (lifespan) ──▶ routes (app/api/deps)
 """
@@ -34,6 +35,7 @@ from app.store.jobs import count_by_status
 from app.store.notify import WakeListener, asyncpg_dsn
 from app.watcher.event import StageDriver
 from app.watcher.watcher import Watcher
+from app.webhooks.runtime import WebhookRuntime
 
 log = logging.getLogger("strata")
 
@@ -68,6 +70,8 @@ class Services:
     jobs: JobService
     listener: WakeListener | None
     """PostgreSQL wake-ups from other processes; None on SQLite."""
+    webhooks: WebhookRuntime
+    """The webhook service the routes use and the dispatcher that sends the outbox."""
 
     @property
     def landing_dir(self) -> Path:
@@ -140,9 +144,11 @@ def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
         executor.runner.on_finished = watcher.wake
     dsn = asyncpg_dsn(settings.database_url)
     listener = WakeListener(dsn, watcher.wake) if dsn else None
+    webhooks = WebhookRuntime.from_settings(settings, sessions, metrics,
+                                            auth_on=tokens is not None)
     return Services(settings=settings, tokens=tokens, db=db, reader=reader, sessions=sessions,
                     http=http, batch=batch, metrics=metrics, executor=executor, watcher=watcher,
-                    jobs=jobs, listener=listener)
+                    jobs=jobs, listener=listener, webhooks=webhooks)
 
 
 @asynccontextmanager
@@ -166,6 +172,8 @@ async def run_services(services: Services) -> AsyncIterator[Services]:
             stack.push_async_callback(services.executor.stop)
         services.watcher.start()
         stack.push_async_callback(services.watcher.stop)
+        services.webhooks.start()
+        stack.push_async_callback(services.webhooks.stop)
         if services.listener is not None:
             services.listener.start()
             stack.push_async_callback(services.listener.stop)

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 import app
 from app.api.deps import install_services
 from app.api.errors import DOMAIN_ERROR_HANDLERS
-from app.api.routes import jobs, landing, system, ui
+from app.api.routes import jobs, landing, system, ui, webhooks
 from app.api.security import TokenTable
 from app.container import Services, build_services, run_services
 from app.executor.app import create_executor_app
@@ -77,5 +77,6 @@ def _include_routes(api: FastAPI, services: Services) -> None:
     api.include_router(landing.router)
     api.include_router(system.router)
     api.include_router(ui.router)
+    api.include_router(webhooks.router)
     if services.executor is not None:
         api.mount("/executor", create_executor_app(services.executor))

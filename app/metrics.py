@@ -47,6 +47,21 @@ class Metrics:
                                       "Executor tasks running now.", registry=r)
         self.rows_processed = Counter("strata_executor_rows_processed",
                                       "Rows written by completed stages.", ["layer"], registry=r)
+        self.webhook_deliveries_sent = Counter("strata_webhook_deliveries_sent",
+                                               "Webhook deliveries a receiver accepted (2xx).",
+                                               registry=r)
+        self.webhook_deliveries_failed = Counter("strata_webhook_deliveries_failed",
+                                                 "Webhook deliveries given up (retry window "
+                                                 "passed, or the URL was refused).", registry=r)
+        self.webhook_attempt_errors = Counter("strata_webhook_attempt_errors",
+                                              "Webhook attempts that failed and will be retried.",
+                                              registry=r)
+        self.webhook_deliveries_pending = Gauge("strata_webhook_deliveries_pending",
+                                                "Webhook deliveries not yet delivered or given up.",
+                                                registry=r)
+        self.webhook_oldest_pending_seconds = Gauge(
+            "strata_webhook_oldest_pending_seconds",
+            "Age of the oldest pending webhook delivery (0 when none).", registry=r)
 
     def count_transitions(self, events: Iterable[_Transition]) -> None:
         for event in events:

@@ -58,6 +58,20 @@ class Settings(BaseSettings):
     )
     engine: str = Field(default="duckdb", description="Executor engine: duckdb or spark.")
     log_level: str = "INFO"
+    webhook_backoff_seconds: float = Field(
+        default=5.0, gt=0, description="First wait before a failed webhook delivery is retried; "
+                                       "doubles (with jitter) up to an hour.")
+    webhook_retry_hours: float = Field(
+        default=24.0, gt=0, description="How long a webhook delivery is retried before it fails.")
+    webhook_allow_private: bool = Field(
+        default=False, description="Let webhooks call loopback, link-local and private addresses "
+                                   "with authentication on (always allowed without it).")
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long one webhook attempt waits for an answer.")
+    webhook_max_in_flight: int = Field(
+        default=16, ge=1, description="Webhook deliveries sent at once per process.")
+    webhook_poll_seconds: float = Field(
+        default=1.0, gt=0, description="Seconds between looks for due webhook deliveries.")
 
     def landing_path(self) -> Path:
         return self.landing_dir.resolve()

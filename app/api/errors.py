@@ -18,6 +18,7 @@ from app.domain.errors import (
     OutputNotReady,
     TooManyRequests,
 )
+from app.domain.webhooks import UrlRefused, WebhookNotFound
 from app.problems import FieldError, problem_response
 from app.store.landing import UploadTooLarge
 
@@ -39,6 +40,8 @@ DOMAIN_ERROR_HANDLERS: dict[type[Exception], Callable[..., Any]] = {
     LayerNotWritten: _handler(409, "Layer not written"),
     LandingPathRefused: _handler(422, "Landing path refused", field="path"),
     UploadTooLarge: _handler(413, "Upload too large"),
+    WebhookNotFound: _handler(404, "Webhook not found"),
+    UrlRefused: _handler(422, "Webhook URL refused", field="body.url"),
 }
 
 

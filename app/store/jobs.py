@@ -12,6 +12,7 @@ from sqlmodel import col
 
 from app.domain.errors import ConcurrentUpdate
 from app.domain.states import RUNNABLE_STATUSES
+from app.store import webhooks
 from app.store.models import Job, JobEvent
 
 # Columns the version guard protects; the lease columns are the claim's business, not the job's.
@@ -24,8 +25,7 @@ _STATE_COLUMNS = (
 async def insert_job(session: AsyncSession, job: Job, event: JobEvent) -> None:
     session.add(job)
     await session.flush()
-    session.add(event)
-    await session.flush()
+    await add_events(session, [event])
 
 
 JobRow = Row[Any]
@@ -96,8 +96,12 @@ async def save_job(session: AsyncSession, job: Job, expected_version: int) -> Jo
 
 
 async def add_events(session: AsyncSession, events: Iterable[JobEvent]) -> None:
-    session.add_all(list(events))
+    """Store a change's event rows, and in the same transaction the webhook messages they
+    report (the outbox): every transition passes here, whatever caused it."""
+    rows = list(events)
+    session.add_all(rows)
     await session.flush()
+    await webhooks.enqueue_for_events(session, rows)
 
 
 async def list_events(session: AsyncSession, job_id: str) -> list[JobEvent]:

@@ -1,4 +1,4 @@
-"""The tables: jobs, their events, and the executor's tasks.
+"""The tables: jobs, their events, the executor's tasks, webhooks and their deliveries.
 
 Alembic migrations in `migrations/` are the only way this schema is created; a test checks that
 these models and the migrations agree.
@@ -97,4 +97,43 @@ class ExecutorTask(SQLModel, table=True):
         description="The run's typed parameters, {name: {type, value}}; none: no parameters.",
     )
     runner: str | None = Field(default=None, max_length=100)
+    lease_expires_at: datetime | None = _ts()
+
+
+class Webhook(SQLModel, table=True):
+    """Where an owner wants to hear about its jobs; the secret signs every delivery."""
+
+    __tablename__ = "webhooks"
+
+    id: str = Field(primary_key=True, max_length=36)
+    owner: str = Field(max_length=200, index=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    pipeline: str | None = Field(default=None, max_length=200)
+    secret: str = Field(max_length=100)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One message of the outbox: written with the change it reports, sent until delivered or
+    out of time. `id` is the `webhook-id` every attempt carries."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    webhook_id: str = Field(sa_column=Column(String(36),
+                                             ForeignKey("webhooks.id", ondelete="CASCADE"),
+                                             nullable=False, index=True))
+    type: str = Field(max_length=64)
+    job_id: str | None = Field(default=None, max_length=36)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(max_length=16, description="pending, delivered or failed.")
+    attempts: int = 0
+    last_status: int | None = Field(default=None, description="HTTP status of the last attempt.")
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    next_attempt_at: datetime | None = _ts()
+    delivered_at: datetime | None = _ts()
+    lease_owner: str | None = Field(default=None, max_length=100)
     lease_expires_at: datetime | None = _ts()
