@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import to_json
 
+from app.domain.fsm import allowed_actions
 from app.domain.params import JobParams
 from app.domain.states import JobStatus
 from app.store.jobs import JobRow
@@ -47,6 +48,9 @@ class JobUpdate(BaseModel):
         return self
 
 
+Action = Literal["cancel", "suspend", "resume", "retry"]
+
+
 class Condition(BaseModel):
     type: str
     status: Literal["True", "False", "Unknown"]
@@ -62,6 +66,9 @@ class JobPublic(BaseModel):
     owner: str
     status: JobStatus
     suspend: bool
+    allowed_actions: list[Action] = Field(
+        description="The actions the state machine accepts now (`POST /v1/jobs/{id}/{action}`)."
+    )
     params: JobParams
     results: dict[str, Any] = Field(
         description="`batch`: the current task and its progress; `layers`: what each layer wrote."
@@ -97,6 +104,7 @@ def job_document(job: Job | JobRow) -> dict[str, Any]:
     return {
         "job_id": job.id, "name": job.name, "description": job.description,
         "owner": job.owner, "status": job.status, "suspend": job.suspend,
+        "allowed_actions": list(allowed_actions(job.status, job.suspend)),
         "params": job.params, "results": job.results,
         "conditions": _CONDITIONS.validate_python(job.conditions),
         "attempt": job.attempt, "created_at": job.created_at, "updated_at": job.updated_at,
@@ -154,10 +162,19 @@ class LandingList(BaseModel):
     files: list[LandingFilePublic]
 
 
+class FsmTransition(BaseModel):
+    event: str
+    source: str
+    target: str
+
+
 class FsmDiagram(BaseModel):
     format: Literal["mermaid"] = "mermaid"
     diagram: str
     states: list[str]
+    initial: str = Field(description="The state a new job starts in.")
+    transitions: list[FsmTransition] = Field(
+        description="Every transition of the machine: the event and the states it links.")
 
 
 class Health(BaseModel):

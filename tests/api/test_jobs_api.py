@@ -156,13 +156,16 @@ async def test_actions_follow_the_machine_and_illegal_ones_are_409_naming_the_st
 ) -> None:
     job = await create(api)
     url = f"/v1/jobs/{job['job_id']}"
+    assert "suspend" not in job["allowed_actions"]
     assert "state Pending" in assert_problem(await api.post(f"{url}/suspend"), 409)["detail"]
     cancelled = (await api.post(f"{url}/cancel")).json()
     assert cancelled["status"] == "Cancelled" and cancelled["ended_at"]
+    assert cancelled["allowed_actions"] == ["retry"]
     assert "state Cancelled" in assert_problem(await api.post(f"{url}/cancel"), 409)["detail"]
     assert_problem(await api.post(f"{url}/suspend"), 409)
     retried = (await api.post(f"{url}/retry")).json()
     assert retried["status"] == "Pending" and retried["ended_at"] is None
+    assert retried["allowed_actions"] == job["allowed_actions"]
     assert_problem(await api.post(f"{url}/retry"), 409)
     events = (await api.get(f"{url}/events")).json()["events"]
     assert [(e["event"], e["from_status"], e["to_status"]) for e in events] == [
@@ -190,6 +193,11 @@ async def test_fsm_is_served_as_mermaid(api: httpx.AsyncClient) -> None:
     body = (await api.get("/v1/fsm")).json()
     assert body["format"] == "mermaid" and body["diagram"].startswith("stateDiagram-v2")
     assert body["states"][0] == "Pending" and "Succeeded" in body["states"]
+    assert body["initial"] == "Pending"
+    edges = {(t["source"], t["event"], t["target"]) for t in body["transitions"]}
+    assert ("Pending", "start", "LandingToODS") in edges
+    assert ("Failed", "retry", "ODSToDWD") in edges
+    assert not any(source == "Succeeded" for source, _, _ in edges)
 
 
 async def test_health_and_readiness(api: httpx.AsyncClient) -> None:
