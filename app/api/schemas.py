@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import to_json
 
@@ -27,7 +27,8 @@ class JobCreate(BaseModel):
     name: Name
     description: Description | None = None
     params: JobParams
-    suspend: bool = Field(default=False, description="Create suspended: nothing runs yet.")
+    suspend: bool = Field(default=False, strict=True,
+                          description="Create suspended: nothing runs yet.")
 
 
 class JobUpdate(BaseModel):
@@ -36,6 +37,14 @@ class JobUpdate(BaseModel):
     name: Name | SkipJsonSchema[None] = None
     description: Description | None = None
     suspend: bool | SkipJsonSchema[None] = None
+
+    @field_validator("suspend", mode="before")
+    @classmethod
+    def _a_real_boolean(cls, value: Any) -> Any:
+        """true or false only: "yes" or 1 is a mistake, not a wish to suspend."""
+        if value is not None and not isinstance(value, bool):
+            raise ValueError("Input should be a valid boolean: true or false")
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> JobUpdate:

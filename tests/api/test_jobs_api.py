@@ -149,6 +149,20 @@ async def test_patch_renames_describes_and_suspends(api: httpx.AsyncClient) -> N
     assert resumed["suspend"] is False
     assert_problem(await api.patch(url, json={}), 422)
     assert_problem(await api.patch(url, json={"status": "Succeeded"}), 422)
+    for loose in ("yes", "true", 1, 0):
+        problem = assert_problem(await api.patch(url, json={"suspend": loose}), 422)
+        assert problem["errors"][0]["field"] == "body.suspend", loose
+    assert_problem(await api.post("/v1/jobs", json=job_body(suspend="false")), 422)
+
+
+async def test_a_405_names_every_method_of_the_path(api: httpx.AsyncClient) -> None:
+    job = await create(api)
+    for path, methods in ((f"/v1/jobs/{job['job_id']}", "DELETE, GET, PATCH"),
+                          ("/v1/jobs", "GET, POST"),
+                          ("/v1/landing/a.csv", "PUT")):
+        response = await api.request("OPTIONS", path)
+        assert_problem(response, 405)
+        assert response.headers["allow"] == methods, path
 
 
 async def test_actions_follow_the_machine_and_illegal_ones_are_409_naming_the_state(

@@ -45,5 +45,17 @@ async def test_paths_that_leave_the_landing_directory_are_refused(
         assert response.status_code in (404, 422), (path, response.status_code)
         if response.status_code == 422:
             assert response.json()["errors"][0]["field"] == "path"
+    too_long = await api.put(f"/v1/landing/{'é' * 200}.csv", content=b"no")
+    assert too_long.status_code == 422 and "too long" in too_long.json()["detail"]
+    for path in ("a//b.csv", "a/"):
+        response = await api.put(f"/v1/landing/{path}", content=b"no")
+        assert response.status_code == 422, path
+        assert "empty or '.' segments" in response.json()["detail"]
     assert list(outside.iterdir()) == []
     assert not (tmp_path / "escape.csv").exists()
+
+
+async def test_an_empty_upload_lands_an_empty_file(api: httpx.AsyncClient, tmp_path: Path) -> None:
+    response = await api.put("/v1/landing/orders/_SUCCESS")
+    assert response.status_code == 201 and response.json()["size"] == 0
+    assert (tmp_path / "landing" / "orders" / "_SUCCESS").read_bytes() == b""
