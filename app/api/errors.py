@@ -14,6 +14,7 @@ from app.domain.errors import (
     IllegalAction,
     JobNotFound,
     LandingPathRefused,
+    LandingPathTaken,
     OutputNotReady,
     TooManyRequests,
 )
@@ -36,6 +37,7 @@ DOMAIN_ERROR_HANDLERS: dict[type[Exception], Callable[..., Any]] = {
     ConcurrentUpdate: _handler(409, "Concurrent update"),
     OutputNotReady: _handler(409, "Output not ready"),
     LandingPathRefused: _handler(422, "Landing path refused", field="path"),
+    LandingPathTaken: _handler(409, "Landing path taken", field="path"),
     UploadTooLarge: _handler(413, "Upload too large"),
 }
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
@@ -49,6 +50,14 @@ READER_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "parquet": {"union_by_name": bool},
 }
 MAX_OPTION_LENGTH = 64
+
+# The paths `check_relative_path` accepts, as one regular expression for the API schema (a test
+# keeps the two in agreement): no NUL or backslash, not absolute, not starting with '~', no '..'
+# segment, and not only '.' segments. A "real" segment is anything but '', '.' and '..'.
+_C = r"[^/\\\x00]"
+_REAL = rf"(?:[^./\\\x00]{_C}*|\.(?:[^./\\\x00]{_C}*|\.{_C}+))"
+_FIRST = rf"(?:[^./~\\\x00]{_C}*|\.(?:[^./\\\x00]{_C}*|\.{_C}+))"
+RELATIVE_PATH_PATTERN = rf"^(?:{_FIRST}|\.(?:/\.?)*/{_REAL})(?:/(?:{_REAL}|\.)?)*$"
 _JSON_TYPES = {bool: "boolean", int: "integer", str: "string"}
 
 
@@ -65,13 +74,26 @@ def _options_schema(format_: str) -> dict[str, Any]:
             "description": f"Reader options of {format_} sources."}
 
 
+def _json_integer(value: Any) -> Any:
+    """An integer as JSON Schema counts one: 3 or 3.0, never "3" or true."""
+    if isinstance(value, bool | str):
+        raise ValueError("Input should be a valid integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JSON_INTEGER = BeforeValidator(_json_integer)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
 class Source(_Strict):
     path: Annotated[str, Field(min_length=1, max_length=1024,
-                               description="Glob relative to the landing directory.")]
+                               description="Glob relative to the landing directory.",
+                               json_schema_extra={"pattern": RELATIVE_PATH_PATTERN})]
     format: Literal["csv", "jsonl", "parquet"] = "csv"
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="Reader options, e.g. header, delimiter.")
@@ -170,12 +192,13 @@ class Layers(_Strict):
 class JobParams(_Strict):
     source: Source
     layers: Layers = Field(default_factory=Layers)
-    timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 3600
-    stage_timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 900
-    retries: Annotated[int, Field(ge=0, le=20)] = 3
+    timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400), JSON_INTEGER] = 3600
+    stage_timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400), JSON_INTEGER] = 900
+    retries: Annotated[int, Field(ge=0, le=20), JSON_INTEGER] = 3
     batch_size: Annotated[int, Field(ge=1_000, le=10_000_000,
-                                     description="Parquet row-group size.")] = 100_000
-    concurrency: Annotated[int, Field(ge=1, le=64, description="Engine threads per stage.")] = 2
+                                     description="Parquet row-group size."), JSON_INTEGER] = 100_000
+    concurrency: Annotated[int, Field(ge=1, le=64, description="Engine threads per stage."),
+                           JSON_INTEGER] = 2
     idempotent: bool = Field(default=True, strict=True)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import anyio
 
-from app.domain.errors import LandingPathRefused
+from app.domain.errors import LandingPathRefused, LandingPathTaken
 from app.domain.params import check_relative_path
 
 MAX_PATH_LENGTH = 1024
@@ -61,6 +61,8 @@ def _prepare(root: Path, relative: str) -> tuple[Path, bool]:
     # the parent may be a symlink made after the check: resolve again before writing
     if not target.parent.resolve().is_relative_to(root.resolve()):
         raise LandingPathRefused(relative, "path leaves the landing directory")
+    if target.is_dir():
+        raise LandingPathTaken(relative, "a folder of this name exists")
     return target, target.exists()
 
 
@@ -75,6 +77,8 @@ async def write_stream(
     """Stream `chunks` into the landing file atomically; returns (file, created)."""
     try:
         target, existed = await anyio.to_thread.run_sync(_prepare, root, relative)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise LandingPathTaken(relative, "a file is where a folder of this path would be") from exc
     except OSError as exc:
         if exc.errno != errno.ENAMETOOLONG:
             raise

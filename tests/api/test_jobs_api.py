@@ -153,6 +153,11 @@ async def test_patch_renames_describes_and_suspends(api: httpx.AsyncClient) -> N
         problem = assert_problem(await api.patch(url, json={"suspend": loose}), 422)
         assert problem["errors"][0]["field"] == "body.suspend", loose
     assert_problem(await api.post("/v1/jobs", json=job_body(suspend="false")), 422)
+    for loose in ("3", True):
+        body = job_body()
+        body["params"]["retries"] = loose
+        problem = assert_problem(await api.post("/v1/jobs", json=body), 422)
+        assert problem["errors"][0]["field"] == "body.params.retries", loose
 
 
 async def test_a_405_names_every_method_of_the_path(api: httpx.AsyncClient) -> None:

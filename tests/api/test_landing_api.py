@@ -59,3 +59,12 @@ async def test_an_empty_upload_lands_an_empty_file(api: httpx.AsyncClient, tmp_p
     response = await api.put("/v1/landing/orders/_SUCCESS")
     assert response.status_code == 201 and response.json()["size"] == 0
     assert (tmp_path / "landing" / "orders" / "_SUCCESS").read_bytes() == b""
+
+
+async def test_a_file_and_a_folder_cannot_share_a_name(api: httpx.AsyncClient) -> None:
+    assert (await api.put("/v1/landing/day/a.csv", content=b"x\n")).status_code == 201
+    assert (await api.put("/v1/landing/top.csv", content=b"x\n")).status_code == 201
+    for path in ("day", "top.csv/b.csv"):
+        response = await api.put(f"/v1/landing/{path}", content=b"y\n")
+        assert response.status_code == 409, (path, response.text)
+        assert response.json()["errors"][0]["field"] == "path"

@@ -3,6 +3,7 @@ validator decides (both come from READER_OPTIONS)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jsonschema_rs
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.domain.params import READER_OPTIONS, Source
+from app.domain.params import READER_OPTIONS, RELATIVE_PATH_PATTERN, Source, check_relative_path
 
 VALIDATOR = jsonschema_rs.validator_for(Source.model_json_schema())
 KEYS = [*sorted({key for options in READER_OPTIONS.values() for key in options}), "nope"]
@@ -54,3 +55,17 @@ def test_an_unknown_option_is_refused_with_the_allowed_ones_named() -> None:
         assert "option 'hedaer' is not supported for csv; allowed: all_varchar" in str(exc)
     else:
         raise AssertionError("an unknown option was accepted")
+
+
+@settings(max_examples=500, deadline=None)
+@given(path=st.text(alphabet="ab~./\\*\x00", min_size=1, max_size=10))
+def test_the_source_path_pattern_matches_exactly_the_paths_the_validator_accepts(
+    path: str,
+) -> None:
+    try:
+        check_relative_path(path)
+    except ValueError:
+        accepted = False
+    else:
+        accepted = True
+    assert bool(re.fullmatch(RELATIVE_PATH_PATTERN, path)) == accepted, path
