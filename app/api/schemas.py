@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import to_json
 
+from app.domain.fsm import allowed_actions
 from app.domain.params import JobParams
 from app.domain.states import JobStatus
 from app.store.jobs import JobRow
@@ -26,7 +27,8 @@ class JobCreate(BaseModel):
     name: Name
     description: Description | None = None
     params: JobParams
-    suspend: bool = Field(default=False, description="Create suspended: nothing runs yet.")
+    suspend: bool = Field(default=False, strict=True,
+                          description="Create suspended: nothing runs yet.")
 
 
 class JobUpdate(BaseModel):
@@ -35,6 +37,14 @@ class JobUpdate(BaseModel):
     name: Name | SkipJsonSchema[None] = None
     description: Description | None = None
     suspend: bool | SkipJsonSchema[None] = None
+
+    @field_validator("suspend", mode="before")
+    @classmethod
+    def _a_real_boolean(cls, value: Any) -> Any:
+        """true or false only: "yes" or 1 is a mistake, not a wish to suspend."""
+        if value is not None and not isinstance(value, bool):
+            raise ValueError("Input should be a valid boolean: true or false")
+        return value
 
     @model_validator(mode="after")
     def _something(self) -> JobUpdate:
@@ -45,6 +55,9 @@ class JobUpdate(BaseModel):
         if "suspend" in self.model_fields_set and self.suspend is None:
             raise ValueError("suspend cannot be null")
         return self
+
+
+Action = Literal["cancel", "suspend", "resume", "retry"]
 
 
 class Condition(BaseModel):
@@ -62,6 +75,9 @@ class JobPublic(BaseModel):
     owner: str
     status: JobStatus
     suspend: bool
+    allowed_actions: list[Action] = Field(
+        description="The actions the state machine accepts now (`POST /v1/jobs/{id}/{action}`)."
+    )
     params: JobParams
     results: dict[str, Any] = Field(
         description="`batch`: the current task and its progress; `layers`: what each layer wrote."
@@ -97,6 +113,7 @@ def job_document(job: Job | JobRow) -> dict[str, Any]:
     return {
         "job_id": job.id, "name": job.name, "description": job.description,
         "owner": job.owner, "status": job.status, "suspend": job.suspend,
+        "allowed_actions": list(allowed_actions(job.status, job.suspend)),
         "params": job.params, "results": job.results,
         "conditions": _CONDITIONS.validate_python(job.conditions),
         "attempt": job.attempt, "created_at": job.created_at, "updated_at": job.updated_at,
@@ -154,10 +171,19 @@ class LandingList(BaseModel):
     files: list[LandingFilePublic]
 
 
+class FsmTransition(BaseModel):
+    event: str
+    source: str
+    target: str
+
+
 class FsmDiagram(BaseModel):
     format: Literal["mermaid"] = "mermaid"
     diagram: str
     states: list[str]
+    initial: str = Field(description="The state a new job starts in.")
+    transitions: list[FsmTransition] = Field(
+        description="Every transition of the machine: the event and the states it links.")
 
 
 class Health(BaseModel):

@@ -43,6 +43,11 @@ class LandingPathRefused(DomainError):
         self.reason = reason
 
 
+class LandingPathTaken(LandingPathRefused):
+    """The path is free of rules but not of things: a folder where the file would go, or a file
+    where a folder would."""
+
+
 class OutputNotReady(DomainError):
     def __init__(self, job_id: str, status: str) -> None:
         super().__init__(f"job {job_id} has no output: it is {status}, not Succeeded")

@@ -15,6 +15,7 @@ status and the recorded transitions in one transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from statemachine import State, StateMachine
@@ -97,6 +98,54 @@ class JobMachine(StateMachine):
 def restore(job: Any) -> JobMachine:
     """The machine of a stored job, in the job's stored state (no callbacks run)."""
     return JobMachine(job)
+
+
+ACTIONS = ("cancel", "suspend", "resume", "retry")
+"""The events a client may send (`POST /v1/jobs/{id}/{action}`), in the order a page shows them."""
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """What the machine's guards read from a job: its status and suspend flag."""
+
+    status: str
+    suspend: bool
+
+
+@cache
+def allowed_actions(status: str, suspend: bool) -> tuple[str, ...]:
+    """The client actions the machine accepts now, for a job in `status` with `suspend`.
+
+    Suspend and resume are decided by their guards; retry's guard only picks the state it
+    resumes at, so retry is allowed wherever the machine has a retry transition (Failed,
+    Cancelled). There are few (status, suspend) pairs, so each is asked once.
+    """
+    machine = JobMachine(_Snapshot(status, suspend))
+    enabled = {event.id for event in machine.enabled_events()}
+    declared = {event.id for event in machine.allowed_events}
+    return tuple(a for a in ACTIONS if a in enabled or (a == "retry" and a in declared))
+
+
+def transitions() -> list[Transition]:
+    """Every transition the machine declares, as data (event, source, target), in class order."""
+    seen: list[Transition] = []
+    for state in JobMachine.states:
+        for transition in state.transitions:
+            for event in transition.events:
+                edge = Transition(str(event), str(transition.source.value),
+                                  str(transition.target.value))
+                if edge not in seen:
+                    seen.append(edge)
+    return seen
+
+
+def state_names() -> list[str]:
+    """The machine's states, in declaration order."""
+    return [str(state.value) for state in JobMachine.states]
+
+
+def initial_state() -> str:
+    return str(JobMachine.initial_state.value)
 
 
 def diagram(current: str | None = None) -> str:

@@ -10,7 +10,17 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from app.domain.sqltypes import canonical_type
 
@@ -41,6 +51,41 @@ READER_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
               "dateformat": str, "timestampformat": str},
     "parquet": {"union_by_name": bool},
 }
+MAX_OPTION_LENGTH = 64
+
+# The paths `check_relative_path` accepts, as one regular expression for the API schema (a test
+# keeps the two in agreement): no NUL or backslash, not absolute, not starting with '~', no '..'
+# segment, and not only '.' segments. A "real" segment is anything but '', '.' and '..'.
+_C = r"[^/\\\x00]"
+_REAL = rf"(?:[^./\\\x00]{_C}*|\.(?:[^./\\\x00]{_C}*|\.{_C}+))"
+_FIRST = rf"(?:[^./~\\\x00]{_C}*|\.(?:[^./\\\x00]{_C}*|\.{_C}+))"
+RELATIVE_PATH_PATTERN = rf"^(?:{_FIRST}|\.(?:/\.?)*/{_REAL})(?:/(?:{_REAL}|\.)?)*$"
+_JSON_TYPES = {bool: "boolean", int: "integer", str: "string"}
+
+
+def _options_schema(format_: str) -> dict[str, Any]:
+    """The JSON Schema of one format's reader options, from READER_OPTIONS (what is enforced)."""
+    properties: dict[str, Any] = {}
+    for key, kind in READER_OPTIONS[format_].items():
+        assert isinstance(kind, type), "one JSON type per option"
+        prop: dict[str, Any] = {"type": _JSON_TYPES[kind]}
+        if kind is str:
+            prop.update(maxLength=MAX_OPTION_LENGTH, pattern="^[^\\u0000]*$")
+        properties[key] = prop
+    return {"type": "object", "properties": properties, "additionalProperties": False,
+            "description": f"Reader options of {format_} sources."}
+
+
+def _json_integer(value: Any) -> Any:
+    """An integer as JSON Schema counts one: 3 or 3.0, never "3" or true."""
+    if isinstance(value, bool | str):
+        raise ValueError("Input should be a valid integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JSON_INTEGER = BeforeValidator(_json_integer)
 
 
 class _Strict(BaseModel):
@@ -49,10 +94,26 @@ class _Strict(BaseModel):
 
 class Source(_Strict):
     path: Annotated[str, Field(min_length=1, max_length=1024,
-                               description="Glob relative to the landing directory.")]
+                               description="Glob relative to the landing directory.",
+                               json_schema_extra={"pattern": RELATIVE_PATH_PATTERN})]
     format: Literal["csv", "jsonl", "parquet"] = "csv"
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="Reader options, e.g. header, delimiter.")
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        """Say which options each format takes: one `oneOf` branch per format (csv when the
+        format is left out), each closing its options to the keys `_known_options` allows."""
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        target["oneOf"] = [
+            {"properties": {"format": {"const": format_},
+                            "options": _options_schema(format_)},
+             **({} if format_ == "csv" else {"required": ["format"]})}
+            for format_ in READER_OPTIONS
+        ]
+        return schema
 
     @field_validator("path")
     @classmethod
@@ -70,11 +131,14 @@ class Source(_Strict):
                     f"allowed: {', '.join(sorted(allowed))}"
                 )
             expected = allowed[key]
+            if expected is int and isinstance(val, float) and val.is_integer():
+                # JSON Schema counts 5.0 as an integer, as pydantic does for the other fields
+                self.options[key] = val = int(val)
             # bool is an int in Python; an int option must not accept true/false
             if (expected is int and isinstance(val, bool)) or not isinstance(val, expected):
                 name = expected.__name__ if isinstance(expected, type) else "value"
                 raise ValueError(f"option {key!r} must be a {name}")
-            if isinstance(val, str) and (len(val) > 64 or "\x00" in val):
+            if isinstance(val, str) and (len(val) > MAX_OPTION_LENGTH or "\x00" in val):
                 raise ValueError(f"option {key!r} is too long or holds a NUL byte")
         return self
 
@@ -165,13 +229,14 @@ class Layers(_Strict):
 class JobParams(_Strict):
     source: Source
     layers: Layers = Field(default_factory=Layers)
-    timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 3600
-    stage_timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = 900
-    retries: Annotated[int, Field(ge=0, le=20)] = 3
+    timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400), JSON_INTEGER] = 3600
+    stage_timeout_seconds: Annotated[int, Field(ge=1, le=7 * 86400), JSON_INTEGER] = 900
+    retries: Annotated[int, Field(ge=0, le=20), JSON_INTEGER] = 3
     batch_size: Annotated[int, Field(ge=1_000, le=10_000_000,
-                                     description="Parquet row-group size.")] = 100_000
-    concurrency: Annotated[int, Field(ge=1, le=64, description="Engine threads per stage.")] = 2
-    idempotent: bool = True
+                                     description="Parquet row-group size."), JSON_INTEGER] = 100_000
+    concurrency: Annotated[int, Field(ge=1, le=64, description="Engine threads per stage."),
+                           JSON_INTEGER] = 2
+    idempotent: bool = Field(default=True, strict=True)
 
 
 def check_relative_path(value: str) -> PurePosixPath:

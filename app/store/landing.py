@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -11,10 +12,17 @@ from pathlib import Path
 
 import anyio
 
-from app.domain.errors import LandingPathRefused
+from app.domain.errors import LandingPathRefused, LandingPathTaken
 from app.domain.params import check_relative_path
 
 MAX_PATH_LENGTH = 1024
+MAX_NAME_LENGTH = 255  # one file or folder name: what common file systems take
+# The names `confined_path` accepts, as one regular expression for the API schema: segments of
+# at most MAX_NAME_LENGTH characters joined by single slashes, none empty, none starting with '.',
+# the first not starting with '~', no glob characters, backslashes or NUL bytes. A test keeps
+# the two in agreement.
+_REST = rf"[^/\\\x00*?\[\]]{{0,{MAX_NAME_LENGTH - 1}}}"
+LANDING_PATH_PATTERN = rf"^[^/\\\x00*?\[\].~]{_REST}(?:/[^/\\\x00*?\[\].]{_REST})*$"
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,10 @@ def confined_path(root: Path, relative: str) -> Path:
         rel = check_relative_path(relative)
     except ValueError as exc:
         raise LandingPathRefused(relative, str(exc)) from exc
+    if any(part in ("", ".") for part in relative.split("/")):
+        raise LandingPathRefused(relative, "path must not have empty or '.' segments")
+    if any(len(part) > MAX_NAME_LENGTH for part in rel.parts):
+        raise LandingPathRefused(relative[:80], f"a name is longer than {MAX_NAME_LENGTH}")
     if any(part.startswith(".") for part in rel.parts):
         raise LandingPathRefused(relative, "hidden names (starting with '.') are not allowed")
     if any(ch in relative for ch in "*?[]"):
@@ -49,6 +61,8 @@ def _prepare(root: Path, relative: str) -> tuple[Path, bool]:
     # the parent may be a symlink made after the check: resolve again before writing
     if not target.parent.resolve().is_relative_to(root.resolve()):
         raise LandingPathRefused(relative, "path leaves the landing directory")
+    if target.is_dir():
+        raise LandingPathTaken(relative, "a folder of this name exists")
     return target, target.exists()
 
 
@@ -61,7 +75,15 @@ async def write_stream(
     root: Path, relative: str, chunks: AsyncIterator[bytes], max_bytes: int
 ) -> tuple[LandedFile, bool]:
     """Stream `chunks` into the landing file atomically; returns (file, created)."""
-    target, existed = await anyio.to_thread.run_sync(_prepare, root, relative)
+    try:
+        target, existed = await anyio.to_thread.run_sync(_prepare, root, relative)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise LandingPathTaken(relative, "a file is where a folder of this path would be") from exc
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        # a name within MAX_NAME_LENGTH characters may still pass the file system's byte limit
+        raise LandingPathRefused(relative[:80], "a name is too long for the file system") from exc
     temp = anyio.Path(target.parent / f".upload-{uuid.uuid4().hex}")
     written = 0
     try:

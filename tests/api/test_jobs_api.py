@@ -149,6 +149,25 @@ async def test_patch_renames_describes_and_suspends(api: httpx.AsyncClient) -> N
     assert resumed["suspend"] is False
     assert_problem(await api.patch(url, json={}), 422)
     assert_problem(await api.patch(url, json={"status": "Succeeded"}), 422)
+    for loose in ("yes", "true", 1, 0):
+        problem = assert_problem(await api.patch(url, json={"suspend": loose}), 422)
+        assert problem["errors"][0]["field"] == "body.suspend", loose
+    assert_problem(await api.post("/v1/jobs", json=job_body(suspend="false")), 422)
+    for loose in ("3", True):
+        body = job_body()
+        body["params"]["retries"] = loose
+        problem = assert_problem(await api.post("/v1/jobs", json=body), 422)
+        assert problem["errors"][0]["field"] == "body.params.retries", loose
+
+
+async def test_a_405_names_every_method_of_the_path(api: httpx.AsyncClient) -> None:
+    job = await create(api)
+    for path, methods in ((f"/v1/jobs/{job['job_id']}", "DELETE, GET, PATCH"),
+                          ("/v1/jobs", "GET, POST"),
+                          ("/v1/landing/a.csv", "PUT")):
+        response = await api.request("OPTIONS", path)
+        assert_problem(response, 405)
+        assert response.headers["allow"] == methods, path
 
 
 async def test_actions_follow_the_machine_and_illegal_ones_are_409_naming_the_state(
@@ -156,13 +175,16 @@ async def test_actions_follow_the_machine_and_illegal_ones_are_409_naming_the_st
 ) -> None:
     job = await create(api)
     url = f"/v1/jobs/{job['job_id']}"
+    assert "suspend" not in job["allowed_actions"]
     assert "state Pending" in assert_problem(await api.post(f"{url}/suspend"), 409)["detail"]
     cancelled = (await api.post(f"{url}/cancel")).json()
     assert cancelled["status"] == "Cancelled" and cancelled["ended_at"]
+    assert cancelled["allowed_actions"] == ["retry"]
     assert "state Cancelled" in assert_problem(await api.post(f"{url}/cancel"), 409)["detail"]
     assert_problem(await api.post(f"{url}/suspend"), 409)
     retried = (await api.post(f"{url}/retry")).json()
     assert retried["status"] == "Pending" and retried["ended_at"] is None
+    assert retried["allowed_actions"] == job["allowed_actions"]
     assert_problem(await api.post(f"{url}/retry"), 409)
     events = (await api.get(f"{url}/events")).json()["events"]
     assert [(e["event"], e["from_status"], e["to_status"]) for e in events] == [
@@ -190,6 +212,11 @@ async def test_fsm_is_served_as_mermaid(api: httpx.AsyncClient) -> None:
     body = (await api.get("/v1/fsm")).json()
     assert body["format"] == "mermaid" and body["diagram"].startswith("stateDiagram-v2")
     assert body["states"][0] == "Pending" and "Succeeded" in body["states"]
+    assert body["initial"] == "Pending"
+    edges = {(t["source"], t["event"], t["target"]) for t in body["transitions"]}
+    assert ("Pending", "start", "LandingToODS") in edges
+    assert ("Failed", "retry", "ODSToDWD") in edges
+    assert not any(source == "Succeeded" for source, _, _ in edges)
 
 
 async def test_health_and_readiness(api: httpx.AsyncClient) -> None:

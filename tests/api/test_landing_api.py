@@ -49,6 +49,12 @@ async def test_paths_that_leave_the_landing_directory_are_refused(
         assert response.status_code in (404, 422), (path, response.status_code)
         if response.status_code == 422:
             assert response.json()["errors"][0]["field"] == "path"
+    too_long = await api.put(f"/v1/landing/{'é' * 200}.csv", content=b"no")
+    assert too_long.status_code == 422 and "too long" in too_long.json()["detail"]
+    for path in ("a//b.csv", "a/"):
+        response = await api.put(f"/v1/landing/{path}", content=b"no")
+        assert response.status_code == 422, path
+        assert "empty or '.' segments" in response.json()["detail"]
     assert list(outside.iterdir()) == []
     assert not (tmp_path / "escape.csv").exists()
 
@@ -69,3 +75,18 @@ async def test_the_listing_walks_the_folder_off_the_event_loop(
 
     assert [f["path"] for f in (await api.get("/v1/landing")).json()["files"]] == ["a.csv"]
     assert walked_in and loop_thread not in walked_in
+
+
+async def test_an_empty_upload_lands_an_empty_file(api: httpx.AsyncClient, tmp_path: Path) -> None:
+    response = await api.put("/v1/landing/orders/_SUCCESS")
+    assert response.status_code == 201 and response.json()["size"] == 0
+    assert (tmp_path / "landing" / "orders" / "_SUCCESS").read_bytes() == b""
+
+
+async def test_a_file_and_a_folder_cannot_share_a_name(api: httpx.AsyncClient) -> None:
+    assert (await api.put("/v1/landing/day/a.csv", content=b"x\n")).status_code == 201
+    assert (await api.put("/v1/landing/top.csv", content=b"x\n")).status_code == 201
+    for path in ("day", "top.csv/b.csv"):
+        response = await api.put(f"/v1/landing/{path}", content=b"y\n")
+        assert response.status_code == 409, (path, response.text)
+        assert response.json()["errors"][0]["field"] == "path"

@@ -181,7 +181,8 @@ def _job_doc(status: str, stage: str | None = None, percent: float = 0.0) -> dic
         results["batch"] = {"stage": stage, "percent": percent, "processed": 1, "total": 2}
     return {
         "job_id": "j1", "name": "n", "description": None, "owner": "local", "status": status,
-        "suspend": False, "params": {"source": {"path": "orders/*.csv"}}, "results": results,
+        "suspend": False, "allowed_actions": ["cancel", "suspend"],
+        "params": {"source": {"path": "orders/*.csv"}}, "results": results,
         "conditions": [], "attempt": 1, "created_at": at, "updated_at": at,
         "started_at": None, "ended_at": None,
     }

@@ -11,7 +11,7 @@ from itertools import product
 import pytest
 from statemachine.exceptions import TransitionNotAllowed
 
-from app.domain.fsm import JobMachine, diagram, restore
+from app.domain.fsm import ACTIONS, JobMachine, allowed_actions, diagram, restore, transitions
 from app.domain.states import JobStatus as S
 
 STAGE_STATES = [S.LANDING_TO_ODS, S.ODS_TO_DWD, S.DWD_TO_DWS, S.DWS_TO_DS]
@@ -125,3 +125,27 @@ def test_diagram_is_mermaid_and_names_every_state() -> None:
         assert state.value in text
     assert ":::active" not in text
     assert "DWDToDWS:::active" in diagram(S.DWD_TO_DWS.value)
+
+
+@pytest.mark.parametrize(("source", "suspend"), list(product(list(S), [False, True])))
+def test_allowed_actions_are_exactly_the_actions_the_machine_accepts(source: S,
+                                                                     suspend: bool) -> None:
+    accepted = []
+    for action in ACTIONS:
+        context = {"resume_at": S.PENDING.value} if action == "retry" else {}
+        try:
+            restore(Row(source.value, suspend)).send(action, **context)
+        except TransitionNotAllowed:
+            continue
+        accepted.append(action)
+    assert list(allowed_actions(source.value, suspend)) == accepted
+
+
+def test_the_transitions_as_data_are_the_machines() -> None:
+    served = {(t.source, t.event): t.target for t in transitions() if t.event != "retry"}
+    expected = {(s.value, e): target.value for (s, e), target in LEGAL.items()}
+    expected.update({(s.value, "resume"): s.value for s in ACTIVE})
+    assert served == expected
+    retries = {(t.source, t.target) for t in transitions() if t.event == "retry"}
+    assert retries == {(s.value, t.value) for s in (S.FAILED, S.CANCELLED)
+                       for t in [S.PENDING, *STAGE_STATES, S.COMPLETED]}

@@ -373,3 +373,38 @@ async def sign_in_and_follow(page: Any, watch: PageWatch, base: str, artifacts: 
     await expect(field).to_be_visible(timeout=QUICK)
 
     watch.check(allow=lambda e: "401" in e)
+
+
+async def test_the_action_buttons_are_the_ones_the_api_allows(
+    sqlite_url: str, tmp_path: Path, browser: Any, orders_job: dict[str, Any],
+) -> None:
+    """The page does not work out which actions are legal: it enables what `allowed_actions`
+    says, even when that disagrees with what the status alone would suggest."""
+    settings = service_settings(sqlite_url, tmp_path)
+    async with running_service(settings) as api:
+        base = str(api.base_url).rstrip("/")
+        job_id = await submit(api, {**orders_job, "suspend": True})
+        real = (await api.get(f"/v1/jobs/{job_id}")).json()
+        assert (real["status"], real["allowed_actions"]) == ("Pending", ["cancel", "resume"])
+
+        async with open_page(browser, base) as (page, watch):
+            async def only_retry(route: Any) -> None:
+                await route.fulfill(status=200, content_type="application/json",
+                                    json={**real, "allowed_actions": ["retry"]})
+
+            async def no_stream(route: Any) -> None:
+                await route.abort()
+
+            await page.route(f"**/v1/jobs/{job_id}", only_retry)
+            await page.route(f"**/v1/jobs/{job_id}/watch", no_stream)
+            await page.goto(f"{base}/ui/jobs/{job_id}")
+            toolbar = page.get_by_role("toolbar", name="Job actions")
+            await expect(toolbar.get_by_role("button", name="Retry")).to_be_enabled(
+                timeout=QUICK)
+            for name in ("Cancel", "Suspend", "Resume"):
+                await expect(toolbar.get_by_role("button", name=name)).to_be_disabled()
+            # the diagram is drawn from the machine as data: every state, the current one marked
+            await expect(page.locator("svg.fsm g[data-state]")).to_have_count(9)
+            await expect(page.locator('svg.fsm g[data-state="Pending"]')).to_have_class(
+                re.compile(r"\bst-current\b"))
+            watch.check(allow=lambda e: "net::ERR_FAILED" in e)

@@ -9,6 +9,8 @@ from typing import Any
 
 from tests.service import running_service, service_settings
 
+STATIC = Path(__file__).resolve().parents[2] / "app" / "ui" / "static"
+IMPORT = re.compile(r'^import [^;]*? from "\./([\w-]+\.js)";', re.M | re.S)
 EXTERNAL_URL = re.compile(r"(?:https?:)?//(?!www\.w3\.org/2000/svg)[\w.-]+\.[a-z]{2,}", re.I)
 
 
@@ -26,12 +28,18 @@ async def test_the_dashboard_is_served_self_contained_and_not_in_the_schema(
         slash = await api.get("/ui/")
         assert slash.status_code == 308 and slash.headers["location"] == "/ui"
 
-        for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css"),
-                           ("favicon.svg", "image/svg+xml")):
+        kinds = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
+        files = sorted(p for p in STATIC.iterdir() if p.name != "index.html")
+        assert {"app.js", "style.css", "favicon.svg"} <= {p.name for p in files}
+        for path in files:
+            name, kind = path.name, kinds[path.suffix]
             asset = await api.get(f"/ui/static/{name}")
             assert asset.status_code == 200, name
             assert asset.headers["content-type"].startswith(kind)
             assert not EXTERNAL_URL.search(asset.text), f"{name} names an outside URL"
+            for module in IMPORT.findall(asset.text):
+                assert (STATIC / module).is_file(), f"{name} imports a missing {module}"
+        assert '<script type="module" src="/ui/static/app.js">' in page.text
 
         for missing in ("index.htm", "..%2Fmain.py", "..%2F..%2Fpyproject.toml"):
             response = await api.get(f"/ui/static/{missing}")

@@ -5,16 +5,23 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 
 from app.api.deps import Caller, Context
 from app.api.schemas import LandingFilePublic, LandingList
 from app.problems import PROBLEM_RESPONSES
 from app.store import landing
+from app.store.landing import LANDING_PATH_PATTERN, MAX_PATH_LENGTH
 
 # uploads are streamed and capped by STRATA_MAX_UPLOAD_BYTES while they are written, not by the
 # app-wide JSON body limit
 UNBOUNDED = 2**62
+# The pattern documents the names the store accepts; the store checks them itself, with a message
+# that says which rule a name breaks.
+LandingPath = Annotated[str, Path(
+    description="Where the file lands, relative to your landing directory: segments joined by "
+                "'/', none hidden ('.'), no glob characters.",
+    json_schema_extra={"pattern": LANDING_PATH_PATTERN, "maxLength": MAX_PATH_LENGTH})]
 router = APIRouter(prefix="/v1/landing", tags=["landing"], responses=PROBLEM_RESPONSES)
 
 
@@ -22,10 +29,13 @@ router = APIRouter(prefix="/v1/landing", tags=["landing"], responses=PROBLEM_RES
     "/{path:path}", operation_id="put_landing_file", status_code=status.HTTP_201_CREATED,
     max_body_size=UNBOUNDED,
     responses={200: {"model": LandingFilePublic, "description": "An existing file was replaced"}},
-    openapi_extra={"requestBody": {"content": {"application/octet-stream": {
-        "schema": {"type": "string", "format": "binary"}}}, "required": True}},
+    openapi_extra={"requestBody": {
+        "description": "The file's bytes; an empty body lands an empty file (a marker such as "
+                       "`_SUCCESS`, or a day with no rows).",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "required": False}},
 )
-async def put_file(path: str, request: Request, caller: Caller, ctx: Context,
+async def put_file(path: LandingPath, request: Request, caller: Caller, ctx: Context,
                    response: Response) -> LandingFilePublic:
     """Upload one raw file (streamed, never buffered whole); replaces a file of the same path."""
     landed, created = await landing.write_stream(

@@ -9,9 +9,9 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.deps import Context
-from app.api.schemas import FsmDiagram, Health
+from app.api.schemas import FsmDiagram, FsmTransition, Health
 from app.container import ReadinessCheck
-from app.domain.fsm import diagram
+from app.domain.fsm import diagram, initial_state, state_names, transitions
 from app.domain.states import JobStatus
 
 router = APIRouter(tags=["system"])
@@ -47,9 +47,12 @@ async def readyz(
 
 @router.get("/v1/fsm", operation_id="get_fsm", tags=["jobs"])
 async def fsm(current: JobStatus | None = None) -> FsmDiagram:
-    """The job state machine as a mermaid diagram (`current` highlights one state)."""
+    """The job state machine: its states and transitions as data, and a mermaid diagram
+    (`current` highlights one state)."""
     return FsmDiagram(diagram=diagram(current.value if current else None),
-                      states=[s.value for s in JobStatus])
+                      states=state_names(), initial=initial_state(),
+                      transitions=[FsmTransition(event=t.event, source=t.source, target=t.target)
+                                   for t in transitions()])
 
 
 @router.get("/metrics", operation_id="metrics", response_class=Response,

@@ -1,8 +1,9 @@
 """The dashboard at /ui: plain HTML, CSS and JavaScript shipped in `app/ui/static`.
 
-No build step and no external URL: the page, its script and its stylesheet are files of the
-package, served here with a Content-Security-Policy that allows only this origin. The page talks
-to the public API (`/v1/...`) like any other client. None of these routes is in the OpenAPI schema.
+No build step and no external URL: the page, its script (ES modules, loaded by the browser one
+file at a time) and its stylesheet are files of the package, served here with a
+Content-Security-Policy that allows only this origin. The page talks to the public API
+(`/v1/...`) like any other client. None of these routes is in the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import app
 router = APIRouter(include_in_schema=False)
 
 STATIC_DIR = Path(app.__file__).resolve().parent / "ui" / "static"
+JS = "text/javascript; charset=utf-8"
+# The files the page may load, by name: the script is ES modules (app.js imports the rest).
 ASSETS = {
-    "app.js": "text/javascript; charset=utf-8",
+    **{f"{module}.js": JS for module in (
+        "app", "api", "auth", "dom", "format", "fsm-view", "job-output", "job-page",
+        "job-sections", "jobs", "jobs-list", "live", "router")},
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }

@@ -1,0 +1,37 @@
+/* Client-side routing: /ui is the job list, /ui/jobs/{id} one job; links marked data-nav
+ * change the page without a reload. */
+
+import { $ } from "./dom.js";
+import { jobPage } from "./job-page.js";
+import { listPage } from "./jobs-list.js";
+
+let page = null;
+
+export function route({ focus = false } = {}) {
+  if (page) page.dispose();
+  const view = $("#view");
+  view.replaceChildren();
+  const match = location.pathname.match(/^\/ui\/jobs\/([^/]+)\/?$/);
+  page = match ? jobPage(view, decodeURIComponent(match[1])) : listPage(view);
+  if (focus) {
+    const heading = $("h1", view);
+    if (heading) heading.focus();
+  }
+}
+
+function navigate(href) {
+  history.pushState(null, "", href);
+  route({ focus: true });
+  window.scrollTo(0, 0);
+}
+
+export function followLinks() {
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest && event.target.closest("a[data-nav]");
+    if (!link || event.defaultPrevented || event.button !== 0) return;
+    if (event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    navigate(link.getAttribute("href"));
+  });
+  window.addEventListener("popstate", () => route({ focus: true }));
+}
