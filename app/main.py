@@ -18,7 +18,7 @@ from sqlalchemy import text
 import app
 from app.api.deps import ApiContext
 from app.api.errors import DOMAIN_ERROR_HANDLERS
-from app.api.routes import jobs, landing, system, ui
+from app.api.routes import jobs, landing, pipelines, system, ui
 from app.api.security import TokenTable
 from app.batch.client import BatchClient, make_http_client
 from app.domain.states import JobStatus
@@ -27,11 +27,13 @@ from app.logs import RequestIdMiddleware
 from app.metrics import Metrics
 from app.problems import PlainErrorsAsProblems, install_problem_handlers, use_problem_schemas
 from app.services.jobs import JobService
+from app.services.pipelines import PipelineService
 from app.settings import Settings
 from app.store.db import create_engine, create_read_engine, session_factory
 from app.store.jobs import count_by_status
 from app.store.notify import WakeListener, asyncpg_dsn
 from app.watcher.event import StageDriver
+from app.watcher.scheduler import Scheduler, landing_has_input
 from app.watcher.watcher import Watcher
 
 log = logging.getLogger("strata")
@@ -95,6 +97,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              max_in_flight=settings.max_jobs_in_flight,
                              creates_per_minute=settings.creates_per_minute, metrics=metrics,
                              reader=reader)
+    pipeline_service = PipelineService(sessions, job_service)
+    scheduler = Scheduler(pipeline_service, warehouse_dir=warehouse_dir,
+                          interval=settings.scheduler_interval,
+                          has_input=landing_has_input(landing_dir))
     if executor is not None:
         executor.runner.on_finished = watcher.wake
     dsn = asyncpg_dsn(settings.database_url)
@@ -108,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if executor is not None:
             await executor.start()
         watcher.start()
+        scheduler.start()
         if listener is not None:
             listener.start()
         try:
@@ -115,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if listener is not None:
                 await listener.stop()
+            await scheduler.stop()
             await watcher.stop()
             if executor is not None:
                 await executor.stop()
@@ -132,6 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                warehouse_dir=warehouse_dir,
                                max_upload_bytes=settings.max_upload_bytes)
     api.state.watcher = watcher
+    api.state.pipelines, api.state.scheduler = pipeline_service, scheduler
 
     async def database_ready() -> None:
         async with db.connect() as conn:
@@ -156,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(api, DOMAIN_ERROR_HANDLERS)
     use_problem_schemas(api)
     api.include_router(jobs.router)
+    api.include_router(pipelines.router)
     api.include_router(landing.router)
     api.include_router(system.router)
     api.include_router(ui.router)

@@ -145,12 +145,17 @@ class BatchClient:
 
     async def create_task(
         self, job_id: str, stage: str, attempt: int, idempotency_key: str, params: dict[str, Any],
-        landing_scope: str | None = None,
+        landing_scope: str | None = None, parameters: dict[str, Any] | None = None,
     ) -> BatchTask:
-        """Create the task, or get the one the executor already has for `idempotency_key`."""
+        """Create the task, or get the one the executor already has for `idempotency_key`.
+
+        `parameters`: a pipeline run's typed values (name → `{type, value}`), bound as `$name`.
+        """
         body = {"job_id": job_id, "stage": str(stage), "attempt": attempt,
                 "idempotency_key": idempotency_key, "params": params,
                 "landing_scope": landing_scope}
+        if parameters is not None:
+            body["parameters"] = parameters
         response = await self._request("POST", "/v1/tasks", json=body)
         self._raise_for_client_error(response)
         return _task(response)

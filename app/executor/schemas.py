@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.domain.owners import OWNER_PATTERN
+from app.domain.parameters import TypedValue
 from app.domain.params import JobParams
 from app.domain.states import Stage
 from app.store.models import ExecutorTask
@@ -48,6 +49,8 @@ class TaskCreate(BaseModel):
         Field(pattern=OWNER_PATTERN,
               description="The job owner's folder under the landing directory; none: the root."),
     ] = None
+    parameters: dict[str, TypedValue] | None = Field(
+        default=None, description="A pipeline run's typed values, bound in SQL as $name.")
 
 
 class TaskPublic(BaseModel):

@@ -176,6 +176,7 @@ class StageDriver:
                 job_id=job.id, stage=stage.value, attempt=job.attempt,
                 idempotency_key=task_key(job.id, stage.value, job.attempt), params=job.params,
                 landing_scope=landing_scope(job.owner),
+                parameters=(job.pipeline or {}).get("parameters"),
             )
 
     @staticmethod

@@ -28,6 +28,7 @@ class QueuedExecutor(BatchClient):
     async def create_task(
         self, job_id: str, stage: str, attempt: int, idempotency_key: str,
         params: dict[str, Any], landing_scope: str | None = None,
+        parameters: dict[str, Any] | None = None,
     ) -> BatchTask:
         now = utcnow()
         task = BatchTask(task_id=str(uuid.uuid4()), job_id=job_id, stage=Stage(stage),
