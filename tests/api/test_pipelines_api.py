@@ -219,3 +219,29 @@ async def test_names_are_per_owner_and_another_owners_pipeline_is_404(
     assert (await owners_api.get("/v1/pipelines", headers=bob)).json()["total"] == 0
     assert (await owners_api.put(url, json=pipeline_body(), headers=bob)).status_code == 201
     assert (await owners_api.get(url, headers=alice)).json()["owner"] == "alice"
+
+
+async def test_backfills_through_http(api: httpx.AsyncClient) -> None:
+    await put(api, schedule={"cron": "0 2 * * *", "timezone": "UTC", "suspend": True})
+    url = "/v1/pipelines/orders-daily/backfills"
+    body = {"start": "2026-01-01", "end": "2026-01-03", "max_active": 2}
+    created = await api.post(url, json=body)
+    assert created.status_code == 201, created.text
+    backfill = created.json()
+    assert backfill["scheduled_for"] == [f"2026-01-0{d}T02:00:00Z" for d in (1, 2, 3)]
+    assert len([r for r in backfill["runs"] if r["job_id"]]) == 2
+    assert created.headers["location"] == f"{url}/{backfill['backfill_id']}"
+    again = await api.post(url, json=body)
+    assert again.status_code == 201 and again.json()["scheduled_for"] == []
+    read = (await api.get(f"{url}/{backfill['backfill_id']}")).json()
+    assert [r["scheduled_for"] for r in read["runs"]] == backfill["scheduled_for"]
+    runs = (await api.get("/v1/jobs", params={"pipeline": "orders-daily"})).json()["jobs"]
+    assert {j["pipeline"]["trigger"] for j in runs} == {"backfill"}
+    assert {j["params"]["source"]["path"] for j in runs} <= {
+        f"orders/2026-01-0{d}/*.csv" for d in (1, 2, 3)}
+    assert_problem(await api.get(f"{url}/nope"), 404)
+    assert_problem(await api.post(url, json={**body, "start": "soon"}), 422)
+    assert_problem(await api.post(url, json={**body, "max_active": 0}), 422)
+    await put(api, name="unscheduled", schedule=None)
+    refused = assert_problem(await api.post("/v1/pipelines/unscheduled/backfills", json=body), 422)
+    assert refused["errors"][0]["field"] == "schedule"
