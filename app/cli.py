@@ -1,4 +1,5 @@
-"""The `strata` command: serve, executor, migrate, openapi, and the API client (jobs, landing)."""
+"""The `strata` command: serve, executor, migrate, openapi, and the API client (jobs, landing,
+pipelines)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import typer
 import uvicorn
 
 from app.cli_client import jobs_app, landing_app
+from app.cli_pipelines import pipelines_app
 from app.settings import Settings
 
 cli = typer.Typer(help="Strata: data-layer jobs over HTTP.", no_args_is_help=True,
                   add_completion=False)
 cli.add_typer(jobs_app, name="jobs")
 cli.add_typer(landing_app, name="landing")
+cli.add_typer(pipelines_app, name="pipelines")
 
 
 @cli.command()
