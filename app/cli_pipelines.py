@@ -246,23 +246,32 @@ def _schedule_words(pipeline: Pipeline) -> str:
     if schedule is None:
         return "manual only"
     if schedule.cron is not None:
-        return f"cron {schedule.cron} ({schedule.timezone})"
+        return f"{schedule.cron} {schedule.timezone}"
     return f"every {schedule.interval_seconds}s"
 
 
 def _pipelines_table(page: PipelineList) -> RenderableType:
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("NAME", "VERSION", "SCHEDULE", "NEXT RUN", "LAST TICKS"):
-        table.add_column(column, no_wrap=column != "SCHEDULE")
+    table = Table(box=None, header_style="bold", pad_edge=False,
+                  caption="ticks, oldest first: ● run  ○ skipped  ✗ missed  · waiting")
+    for column in ("NAME", "VER", "SCHEDULE", "NEXT RUN", "TICKS"):
+        table.add_column(column, no_wrap=True)
     for pipeline in page.pipelines:
         next_run = "suspended" if pipeline.suspend and pipeline.schedule else _when(
             pipeline.schedule.next_fire_at if pipeline.schedule else None)
-        marks = " ".join(t.outcome for t in reversed(pipeline.last_ticks[:5])) or "-"
+        marks = Text()
+        for tick in reversed(pipeline.last_ticks[:8]):
+            marks.append(*TICK_MARKS.get(tick.outcome, ("?", "")))
         table.add_row(pipeline.name, str(pipeline.version), _schedule_words(pipeline), next_run,
-                      marks)
+                      marks if marks.plain else "-")
     return table
+
+
+TICK_MARKS = {"created": ("●", "green"), "skipped_overlap": ("○", "yellow"),
+              "skipped_no_input": ("○", "yellow"), "missed": ("✗", "red"),
+              "pending": ("·", "blue")}
 
 
 def _pipeline_detail(pipeline: Pipeline) -> RenderableType:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -11,8 +11,10 @@ from app.domain.parameters import PARAMETER_NAME
 from app.domain.params import JobParams
 from app.domain.pipelines import History, ParameterDecl
 from app.domain.schedule import Schedule, day_bounds, zone_of
-from app.services.pipelines import BackfillView, PipelineView
 from app.store.models import PipelineTick, PipelineVersion
+
+if TYPE_CHECKING:
+    from app.services.pipelines import BackfillView, PipelineView
 
 Outcome = Literal["created", "skipped_overlap", "skipped_no_input", "missed", "pending"]
 

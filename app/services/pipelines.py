@@ -140,7 +140,8 @@ class PipelineService:
                 session.add(pipeline)
             elif pipeline.spec_hash != digest:
                 old = spec_of(pipeline).schedule
-                if old is None or spec.schedule is None or old.timing() != spec.schedule.timing():
+                if (old is None or spec.schedule is None or old.timing() != spec.schedule.timing()
+                        or (pipeline.suspend and not suspend)):  # resumed: fire from now on
                     pipeline.next_fire_at = first_fire(spec, now)
                 pipeline.version += 1
                 pipeline.spec, pipeline.spec_hash = body, digest

@@ -72,7 +72,9 @@ async def test_backfill_three_days_and_wait(
     again = await strata("pipelines", "backfill", "orders-nightly", "--from", "2026-01-01",
                          "--to", "2026-01-03", "--url", base_url)
     assert "0 run(s) for none (all ran)" in again.stdout
-    jobs = (await service.get("/v1/jobs", params={"pipeline": "orders-nightly"})).json()["jobs"]
+    listed = await strata("jobs", "ls", "--pipeline", "orders-nightly", "--json",
+                          "--url", base_url)
+    jobs = json.loads(listed.stdout)["jobs"]
     assert sorted(j["params"]["source"]["path"] for j in jobs) == [
         f"orders/2026-01-0{d}/*.csv" for d in (1, 2, 3)]
 

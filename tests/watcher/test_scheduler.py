@@ -337,3 +337,13 @@ async def test_history_limits_delete_old_finished_runs_with_events_and_folders(
             col(JobEvent.job_id).not_in(kept)))
     assert events.scalar_one() == 0
     assert await world.scheduler.enforce_history() == 0
+
+
+async def test_applying_a_version_that_unsuspends_fires_from_now_on(world: World) -> None:
+    await world.apply(interval_seconds=60, suspend=True)
+    await world.pass_at(utc(2026, 1, 5, 12, 5, 30))
+    await world.apply(interval_seconds=60, suspend=False)
+    view = await world.pipelines.get("local", "nightly")
+    assert (view.pipeline.version, view.pipeline.next_fire_at) == (2, utc(2026, 1, 5, 12, 6))
+    await world.pass_at(utc(2026, 1, 5, 12, 6))
+    assert await world.ticks() == {utc(2026, 1, 5, 12, 6): "created"}
