@@ -125,6 +125,16 @@ class BackfillCreate(BaseModel):
 
 def parse_moment(value: str, timezone: str, *, end: bool) -> datetime:
     """A date → its first (or, for `end`, last) instant in `timezone`; a time as given."""
+    try:
+        moment = _parse_moment(value, timezone, end=end)
+    except OverflowError:
+        raise ValueError(f"{value!r} is outside the years 1970 to 2999") from None
+    if not 1970 <= moment.year <= 2999:
+        raise ValueError(f"{value!r} is outside the years 1970 to 2999")
+    return moment
+
+
+def _parse_moment(value: str, timezone: str, *, end: bool) -> datetime:
     if len(value) == 10:
         try:
             day = date.fromisoformat(value)

@@ -185,7 +185,7 @@ def coerce(decl: ParameterDecl, value: Any) -> Any:
             raise ValueError("must be a number")
         try:
             number = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError("must be a number") from None
         if number != number or number in (float("inf"), float("-inf")):
             raise ValueError("must be a finite number")

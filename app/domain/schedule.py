@@ -64,9 +64,11 @@ class Schedule(BaseModel):
         if len(value.split(" ")) != 5:
             raise ValueError("cron must have five fields: minute hour day month weekday")
         try:
-            CronSim(value, datetime(2000, 1, 1))
-        except (CronSimError, ValueError) as exc:
+            first = next(CronSim(value, datetime(2000, 1, 1)), None)
+        except (CronSimError, ValueError, IndexError, KeyError) as exc:
             raise ValueError(f"cron {value!r} is not valid: {exc}") from None
+        if first is None:
+            raise ValueError(f"cron {value!r} never fires")
         return value
 
     @model_validator(mode="after")
@@ -113,8 +115,9 @@ def ticks_after(schedule: Schedule, after: datetime) -> Iterator[datetime]:
             yield moment
 
 
-def next_tick(schedule: Schedule, after: datetime) -> datetime:
-    return next(ticks_after(schedule, after))
+def next_tick(schedule: Schedule, after: datetime) -> datetime | None:
+    """The first tick after `after`; None if there is none (cron gives up after 50 years)."""
+    return next(ticks_after(schedule, after), None)
 
 
 def ticks_between(schedule: Schedule, start: datetime, end: datetime,

@@ -63,14 +63,16 @@ async def due_pipelines(session: AsyncSession, now: datetime, limit: int) -> lis
     return list((await session.execute(query)).scalars().all())
 
 
-async def move_cursor(session: AsyncSession, pipeline_id: str, next_fire_at: datetime) -> None:
-    """Move the next fire time forward, never back (replicas may race here harmlessly)."""
-    await session.execute(
-        update(Pipeline)
-        .where(col(Pipeline.id) == pipeline_id, col(Pipeline.next_fire_at) < next_fire_at)
-        .values(next_fire_at=next_fire_at)
-        .execution_options(synchronize_session=False)
-    )
+async def move_cursor(
+    session: AsyncSession, pipeline_id: str, next_fire_at: datetime | None
+) -> None:
+    """Move the next fire time forward, never back (replicas may race here harmlessly);
+    None: the schedule has no more ticks."""
+    query = update(Pipeline).where(col(Pipeline.id) == pipeline_id)
+    if next_fire_at is not None:
+        query = query.where(col(Pipeline.next_fire_at) < next_fire_at)
+    await session.execute(query.values(next_fire_at=next_fire_at)
+                          .execution_options(synchronize_session=False))
 
 
 async def active_runs(session: AsyncSession, pipeline_id: str) -> list[Job]:

@@ -245,7 +245,7 @@ class Scheduler:
 
 
 def _due_ticks(schedule: Schedule, cursor: datetime,
-               now: datetime) -> tuple[list[datetime], list[datetime], datetime]:
+               now: datetime) -> tuple[list[datetime], list[datetime], datetime | None]:
     """(ticks to run, ticks to record missed, the next fire time after these)."""
     since = cursor - timedelta(microseconds=1)
     if schedule.catchup:
@@ -273,6 +273,9 @@ def landing_has_input(landing_dir: Path) -> HasInput:
     def has_input(owner: str, params: JobParams) -> bool:
         scope = landing_scope(owner)
         root = landing_dir / scope if scope else landing_dir
-        return any(path.is_file() for path in root.glob(params.source.path))
+        try:
+            return any(path.is_file() for path in root.glob(params.source.path))
+        except (ValueError, OSError):  # a glob Python cannot read: let the engine judge it
+            return True
 
     return has_input

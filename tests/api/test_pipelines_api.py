@@ -241,6 +241,7 @@ async def test_backfills_through_http(api: httpx.AsyncClient) -> None:
         f"orders/2026-01-0{d}/*.csv" for d in (1, 2, 3)}
     assert_problem(await api.get(f"{url}/nope"), 404)
     assert_problem(await api.post(url, json={**body, "start": "soon"}), 422)
+    assert_problem(await api.post(url, json={**body, "start": "0001-01-01"}), 422)
     assert_problem(await api.post(url, json={**body, "max_active": 0}), 422)
     await put(api, name="unscheduled", schedule=None)
     refused = assert_problem(await api.post("/v1/pipelines/unscheduled/backfills", json=body), 422)

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
+from app.domain.params import JobParams
 from app.domain.pipelines import PipelineSpec
 from app.domain.states import JobStatus
 from app.services.jobs import JobService
@@ -347,3 +348,13 @@ async def test_applying_a_version_that_unsuspends_fires_from_now_on(world: World
     assert (view.pipeline.version, view.pipeline.next_fire_at) == (2, utc(2026, 1, 5, 12, 6))
     await world.pass_at(utc(2026, 1, 5, 12, 6))
     assert await world.ticks() == {utc(2026, 1, 5, 12, 6): "created"}
+
+
+def test_a_glob_python_cannot_read_is_left_to_the_engine(tmp_path: Path) -> None:
+    has_input = landing_has_input(tmp_path)
+    (tmp_path / "orders").mkdir()
+    (tmp_path / "orders" / "a.csv").write_text("x\n")
+    assert has_input("local", JobParams.model_validate({"source": {"path": "orders/*.csv"}}))
+    assert not has_input("local", JobParams.model_validate({"source": {"path": "none/*.csv"}}))
+    odd = JobParams.model_validate({"source": {"path": "orders/**x/*.csv"}})
+    assert has_input("local", odd) is True
