@@ -185,3 +185,26 @@ async def delete_finished_jobs(session: AsyncSession, job_ids: Sequence[str]) ->
         .execution_options(synchronize_session=False)
     )
     return cast(CursorResult[Any], result).rowcount
+
+
+NO_RUN_OUTCOMES = ("missed", "skipped_overlap", "skipped_no_input")
+
+
+async def prune_ticks(session: AsyncSession, pipeline_id: str, keep: int) -> int:
+    """Forget the ticks that ran nothing, beyond the newest `keep` ticks of the pipeline.
+
+    A tick that made a run stays, so a backfill never runs it again."""
+    boundary = (select(col(PipelineTick.scheduled_for))
+                .where(col(PipelineTick.pipeline_id) == pipeline_id)
+                .order_by(col(PipelineTick.scheduled_for).desc()).offset(keep).limit(1))
+    oldest_kept = (await session.execute(boundary)).scalar_one_or_none()
+    if oldest_kept is None:
+        return 0
+    result = await session.execute(
+        delete(PipelineTick)
+        .where(col(PipelineTick.pipeline_id) == pipeline_id,
+               col(PipelineTick.scheduled_for) <= oldest_kept,
+               col(PipelineTick.outcome).in_(NO_RUN_OUTCOMES))
+        .execution_options(synchronize_session=False)
+    )
+    return cast(CursorResult[Any], result).rowcount

@@ -14,7 +14,8 @@ Each pass, for every pipeline whose `next_fire_at` has come:
   Allow → a run beside it, Replace → a run, then the active ones are cancelled;
 - a tick whose source matches no landed file → `skipped_no_input` (when `has_input` is given).
 Then backfills get runs while fewer than their `max_active` are active, and each pipeline's
-finished runs beyond its history limits are deleted, warehouse folders first.
+finished runs beyond its history limits are deleted, warehouse folders first. Ticks that ran
+nothing are forgotten beyond the newest `TICKS_KEPT`; a tick that made a run is kept for good.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ log = logging.getLogger("strata.scheduler")
 MAX_CATCHUP_PER_PASS = 50
 MAX_MISSED_RECORDED = 10
 MAX_TICKS_SCANNED = 100_000
+TICKS_KEPT = 100
+"""Ticks that ran nothing (missed, skipped) are forgotten beyond a pipeline's newest 100."""
 HasInput = Callable[[str, JobParams], bool]
 """(owner, a run's params) → does its source match any landed file?"""
 
@@ -146,6 +149,7 @@ class Scheduler:
                 created += 1
         async with transaction(self.sessions) as session:
             await store.move_cursor(session, pipeline.id, following)
+            await store.prune_ticks(session, pipeline.id, TICKS_KEPT)
         return created
 
     async def _record(self, pipeline: Pipeline, at: datetime, outcome: str,

@@ -358,3 +358,15 @@ def test_a_glob_python_cannot_read_is_left_to_the_engine(tmp_path: Path) -> None
     assert not has_input("local", JobParams.model_validate({"source": {"path": "none/*.csv"}}))
     odd = JobParams.model_validate({"source": {"path": "orders/**x/*.csv"}})
     assert has_input("local", odd) is True
+
+
+async def test_ticks_that_ran_nothing_are_forgotten_beyond_the_newest_hundred(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.watcher.scheduler.TICKS_KEPT", 3)
+    await world.apply(interval_seconds=60)  # Forbid: while the first run is active, skipped
+    for minute in range(1, 8):
+        await world.pass_at(utc(2026, 1, 5, 12, minute), full=False)
+    ticks = await world.ticks()
+    assert ticks == {utc(2026, 1, 5, 12, 1): "created",
+                     **{utc(2026, 1, 5, 12, m): "skipped_overlap" for m in (5, 6, 7)}}
