@@ -1,4 +1,5 @@
-"""The `strata` command: serve, executor, migrate, openapi, and the API client (jobs, landing)."""
+"""The `strata` command: serve, executor, migrate, openapi, and the API client (jobs, landing,
+pipelines)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import typer
 import uvicorn
 
 from app.cli_client import jobs_app, landing_app
+from app.cli_pipelines import pipelines_app
 from app.cli_webhooks import webhooks_app
 from app.settings import Settings
 
@@ -17,6 +19,7 @@ cli = typer.Typer(help="Strata: data-layer jobs over HTTP.", no_args_is_help=Tru
 cli.add_typer(jobs_app, name="jobs")
 cli.add_typer(landing_app, name="landing")
 cli.add_typer(webhooks_app, name="webhooks")
+cli.add_typer(pipelines_app, name="pipelines")
 
 
 @cli.command()

@@ -182,6 +182,7 @@ def list_jobs(
     status: Annotated[JobStatus | None, typer.Option(
         case_sensitive=False, help="Only jobs in this state.")] = None,
     name: Annotated[str | None, typer.Option(help="Only jobs of this name.")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline's runs.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="Page size.")] = 50,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many (newest first).")] = 0,
     url: Url = None, token: Token = None, json_: AsJson = False,
@@ -189,7 +190,7 @@ def list_jobs(
     """List jobs, newest first."""
     with _api(url, token) as client:
         page = client.list_jobs(status=status.value if status else None, name=name,
-                                limit=limit, offset=offset)
+                                limit=limit, offset=offset, pipeline=pipeline)
     if json_:
         _emit(_doc(page))
     elif not page.jobs:

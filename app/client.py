@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
+from app.api.pipeline_schemas import BackfillPublic, PipelineList, PipelinePublic, VersionList
 from app.api.schemas import EventList, EventPublic, JobList, JobPublic, LandingFilePublic
 from app.api.schemas import LandingList as _LandingList
 from app.api.webhook_schemas import DeliveryList, WebhookCreated, WebhookList
@@ -31,6 +32,7 @@ from app.domain.states import STOPPED_STATUSES
 
 __all__ = [
     "DEFAULT_URL",
+    "Backfill",
     "Conflict",
     "Event",
     "Job",
@@ -38,6 +40,8 @@ __all__ = [
     "JobList",
     "LandingFile",
     "NotFound",
+    "Pipeline",
+    "PipelineList",
     "StrataClient",
     "StrataError",
     "Unauthorized",
@@ -49,6 +53,8 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 Job = JobPublic
 Event = EventPublic
 LandingFile = LandingFilePublic
+Pipeline = PipelinePublic
+Backfill = BackfillPublic
 OutputFormat = Literal["json", "csv"]
 
 
@@ -163,13 +169,15 @@ class StrataClient:
         return Job.model_validate(self.request("GET", _job(job_id)).json())
 
     def list_jobs(self, status: str | None = None, name: str | None = None, limit: int = 50,
-                  offset: int = 0) -> JobList:
+                  offset: int = 0, pipeline: str | None = None) -> JobList:
         """Newest first; `total` counts every match, `jobs` holds one page."""
         params: dict[str, Any] = {"limit": limit, "offset": offset}
         if status:
             params["status"] = str(status)
         if name:
             params["name"] = name
+        if pipeline:
+            params["pipeline"] = pipeline
         return JobList.model_validate(self.request("GET", "/v1/jobs", params=params).json())
 
     def update_job(self, job_id: str, **changes: Any) -> Job:
@@ -194,6 +202,53 @@ class StrataClient:
 
     def _act(self, job_id: str, action: str) -> Job:
         return Job.model_validate(self.request("POST", f"{_job(job_id)}/{action}").json())
+
+    # -- pipelines --------------------------------------------------------------------------
+
+    def apply_pipeline(self, name: str, spec: dict[str, Any]) -> tuple[Pipeline, bool]:
+        """PUT the pipeline: (it, True) when created; the same spec again keeps its version."""
+        response = self.request("PUT", _pipeline(name), json=spec)
+        return Pipeline.model_validate(response.json()), response.status_code == 201
+
+    def get_pipeline(self, name: str) -> Pipeline:
+        return Pipeline.model_validate(self.request("GET", _pipeline(name)).json())
+
+    def list_pipelines(self, limit: int = 50, offset: int = 0) -> PipelineList:
+        params = {"limit": limit, "offset": offset}
+        return PipelineList.model_validate(self.request("GET", "/v1/pipelines",
+                                                        params=params).json())
+
+    def pipeline_versions(self, name: str) -> VersionList:
+        return VersionList.model_validate(self.request("GET",
+                                                       f"{_pipeline(name)}/versions").json())
+
+    def delete_pipeline(self, name: str) -> None:
+        """Stop its schedule and delete it; its jobs stay."""
+        self.request("DELETE", _pipeline(name))
+
+    def suspend_pipeline(self, name: str) -> Pipeline:
+        return Pipeline.model_validate(self.request("POST", f"{_pipeline(name)}/suspend").json())
+
+    def resume_pipeline(self, name: str) -> Pipeline:
+        return Pipeline.model_validate(self.request("POST", f"{_pipeline(name)}/resume").json())
+
+    def run_pipeline(self, name: str, parameters: dict[str, Any] | None = None,
+                     idempotency_key: str | None = None) -> Job:
+        """Run the pipeline now: a job recording its parameters."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        response = self.request("POST", f"{_pipeline(name)}/runs",
+                                json={"parameters": parameters or {}}, headers=headers)
+        return Job.model_validate(response.json())
+
+    def backfill(self, name: str, start: str, end: str, max_active: int = 2) -> Backfill:
+        """One run per schedule tick in [start, end] (dates or RFC 3339 times)."""
+        body = {"start": start, "end": end, "max_active": max_active}
+        return Backfill.model_validate(self.request("POST", f"{_pipeline(name)}/backfills",
+                                                    json=body).json())
+
+    def get_backfill(self, name: str, backfill_id: str) -> Backfill:
+        path = f"{_pipeline(name)}/backfills/{quote(backfill_id, safe='')}"
+        return Backfill.model_validate(self.request("GET", path).json())
 
     def events(self, job_id: str) -> list[Event]:
         """The job's transitions, oldest first."""
@@ -375,6 +430,10 @@ class StrataClient:
 
 def _webhook(webhook_id: str) -> str:
     return f"/v1/webhooks/{quote(webhook_id, safe='')}"
+
+
+def _pipeline(name: str) -> str:
+    return f"/v1/pipelines/{quote(name, safe='')}"
 
 
 def _job(job_id: str) -> str:

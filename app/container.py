@@ -3,9 +3,9 @@
 `build_services(settings)` only constructs: no folder is made, no database or socket is opened
 (`strata openapi` builds the app and must leave no trace). `run_services(services)` is what the
 lifespan enters: it makes the data folders and starts the long-running pieces (the executor's
-runner, the watcher, the webhook dispatcher, the wake listener) on an `AsyncExitStack`, so on the
-way out each is stopped in reverse order and one that fails to stop does not leave the others
-running.
+runner, the watcher, the scheduler, the webhook dispatcher, the wake listener) on an
+`AsyncExitStack`, so on the way out each is stopped in reverse order and one that fails to stop
+does not leave the others running.
 
     settings ──▶ build_services ──▶ Services ──▶ run_services (lifespan) ──▶ routes (app/api/deps)
 """
@@ -29,11 +29,13 @@ from app.domain.states import JobStatus
 from app.executor.app import ExecutorService
 from app.metrics import Metrics
 from app.services.jobs import JobService
+from app.services.pipelines import PipelineService
 from app.settings import Settings
 from app.store.db import create_engine, create_read_engine, session_factory
 from app.store.jobs import count_by_status
 from app.store.notify import WakeListener, asyncpg_dsn
 from app.watcher.event import StageDriver
+from app.watcher.scheduler import Scheduler, landing_has_input
 from app.watcher.watcher import Watcher
 from app.webhooks.runtime import WebhookRuntime
 
@@ -68,6 +70,9 @@ class Services:
     """The executor mounted at `/executor`; None when `STRATA_EXECUTOR_URL` names a remote one."""
     watcher: Watcher
     jobs: JobService
+    pipelines: PipelineService
+    scheduler: Scheduler
+    """Turns pipeline schedule ticks and backfills into runs; beside the watcher."""
     listener: WakeListener | None
     """PostgreSQL wake-ups from other processes; None on SQLite."""
     webhooks: WebhookRuntime
@@ -144,11 +149,16 @@ def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
         executor.runner.on_finished = watcher.wake
     dsn = asyncpg_dsn(settings.database_url)
     listener = WakeListener(dsn, watcher.wake) if dsn else None
+    pipelines = PipelineService(sessions, jobs)
+    scheduler = Scheduler(pipelines, warehouse_dir=settings.warehouse_path(),
+                          interval=settings.scheduler_interval,
+                          has_input=landing_has_input(settings.landing_path()))
     webhooks = WebhookRuntime.from_settings(settings, sessions, metrics,
                                             auth_on=tokens is not None)
     return Services(settings=settings, tokens=tokens, db=db, reader=reader, sessions=sessions,
                     http=http, batch=batch, metrics=metrics, executor=executor, watcher=watcher,
-                    jobs=jobs, listener=listener, webhooks=webhooks)
+                    jobs=jobs, pipelines=pipelines, scheduler=scheduler, listener=listener,
+                    webhooks=webhooks)
 
 
 @asynccontextmanager
@@ -172,6 +182,8 @@ async def run_services(services: Services) -> AsyncIterator[Services]:
             stack.push_async_callback(services.executor.stop)
         services.watcher.start()
         stack.push_async_callback(services.watcher.stop)
+        services.scheduler.start()
+        stack.push_async_callback(services.scheduler.stop)
         services.webhooks.start()
         stack.push_async_callback(services.webhooks.stop)
         if services.listener is not None:

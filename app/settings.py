@@ -51,6 +51,8 @@ class Settings(BaseSettings):
         description="Executor tasks created per second at most (a flood guard, e.g. after a "
                     "recovery; 20 capped a busy service at 5 jobs/s).",
     )
+    scheduler_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between the scheduler's passes over pipelines.")
     lease_seconds: float = Field(default=30.0, gt=0, description="How long a claim on a job lasts.")
     executor_workers: int = Field(default=2, ge=1, description="Stages run at once per executor.")
     executor_memory_limit: str | None = Field(

@@ -19,6 +19,12 @@ from app.domain.errors import (
     OutputNotReady,
     TooManyRequests,
 )
+from app.domain.pipelines import (
+    BackfillNotFound,
+    BackfillRefused,
+    ParameterProblem,
+    PipelineNotFound,
+)
 from app.domain.webhooks import UrlRefused, WebhookNotFound
 from app.problems import FieldError, problem_response
 from app.store.landing import UploadTooLarge
@@ -54,3 +60,23 @@ async def _too_many(request: Request, exc: Exception) -> JSONResponse:
 
 
 DOMAIN_ERROR_HANDLERS[TooManyRequests] = _too_many
+
+
+async def _bad_parameters(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ParameterProblem)
+    errors = [FieldError(field=field, message=message) for field, message in exc.problems]
+    return problem_response(422, str(exc), title="Invalid run parameters", errors=errors)
+
+
+async def _backfill_refused(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BackfillRefused)
+    return problem_response(422, str(exc), title="Backfill refused",
+                            errors=[FieldError(field=exc.field, message=str(exc))])
+
+
+DOMAIN_ERROR_HANDLERS.update({
+    PipelineNotFound: _handler(404, "Pipeline not found"),
+    BackfillNotFound: _handler(404, "Backfill not found"),
+    ParameterProblem: _bad_parameters,
+    BackfillRefused: _backfill_refused,
+})

@@ -11,6 +11,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import to_json
 
 from app.domain.fsm import allowed_actions
+from app.domain.parameters import TypedValue
 from app.domain.params import JobParams
 from app.domain.states import JobStatus
 from app.store.jobs import JobRow
@@ -68,6 +69,16 @@ class Condition(BaseModel):
     last_transition_time: datetime
 
 
+class PipelineRun(BaseModel):
+    """What made a pipeline's run: fixed when the run is created."""
+
+    name: str
+    version: int
+    trigger: Literal["manual", "schedule", "backfill"]
+    scheduled_for: datetime | None = Field(description="The tick; null for a manual run.")
+    parameters: dict[str, TypedValue]
+
+
 class JobPublic(BaseModel):
     job_id: str
     name: str
@@ -88,6 +99,8 @@ class JobPublic(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
+    pipeline: PipelineRun | None = Field(default=None,
+                                         description="The pipeline that made this run, if any.")
 
     @classmethod
     def of(cls, job: Job) -> JobPublic:
@@ -118,6 +131,7 @@ def job_document(job: Job | JobRow) -> dict[str, Any]:
         "conditions": _CONDITIONS.validate_python(job.conditions),
         "attempt": job.attempt, "created_at": job.created_at, "updated_at": job.updated_at,
         "started_at": job.started_at, "ended_at": job.ended_at,
+        "pipeline": job.pipeline,
     }
 
 

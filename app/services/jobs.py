@@ -47,11 +47,17 @@ class NewJob:
     params: JobParams
     description: str | None = None
     suspend: bool = False
+    pipeline: dict[str, Any] | None = None
+    """A pipeline run's record: name, version, trigger, scheduled_for, parameters."""
+    pipeline_id: str | None = None
+    request_body: dict[str, Any] | None = None
+    """What an Idempotency-Key guards, when it is not the job itself (a pipeline run request)."""
 
 
 def request_hash(new: NewJob) -> str:
-    body = {"name": new.name, "description": new.description, "suspend": new.suspend,
-            "params": new.params.model_dump(mode="json")}
+    body = new.request_body or {
+        "name": new.name, "description": new.description, "suspend": new.suspend,
+        "params": new.params.model_dump(mode="json")}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -105,6 +111,8 @@ class JobService:
             status=JobStatus.PENDING.value, suspend=new.suspend,
             params=new.params.model_dump(mode="json"), results={}, conditions=[],
             idempotency_key=idempotency_key, request_hash=digest, created_at=now, updated_at=now,
+            pipeline=new.pipeline, pipeline_id=new.pipeline_id,
+            pipeline_name=new.pipeline["name"] if new.pipeline else None,
         )
         event = JobEvent(job_id=job.id, event="create", from_status=None,
                          to_status=JobStatus.PENDING.value, attempt=1, message="", at=now)
@@ -169,11 +177,12 @@ class JobService:
         return row
 
     async def list_jobs(
-        self, owner: str | None, *, status: str | None, name: str | None, limit: int, offset: int
+        self, owner: str | None, *, status: str | None, name: str | None, limit: int, offset: int,
+        pipeline: str | None = None,
     ) -> tuple[int, list[Job]]:
         async with self.sessions() as session:
             return await store.list_jobs(session, owner=owner, status=status, name=name,
-                                         limit=limit, offset=offset)
+                                         limit=limit, offset=offset, pipeline=pipeline)
 
     async def events(self, owner: str | None, job_id: str) -> list[JobEvent]:
         async with self.sessions() as session:

@@ -62,8 +62,11 @@ async def list_jobs(
     name: str | None,
     limit: int,
     offset: int,
+    pipeline: str | None = None,
 ) -> tuple[int, list[Job]]:
     conditions: list[Any] = []
+    if pipeline is not None:
+        conditions.append(col(Job.pipeline_name) == pipeline)
     if owner is not None:
         conditions.append(col(Job.owner) == owner)
     if status is not None:

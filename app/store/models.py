@@ -1,4 +1,5 @@
-"""The tables: jobs, their events, the executor's tasks, webhooks and their deliveries.
+"""The tables: jobs, their events, the executor's tasks, pipelines with their ticks, webhooks
+and their deliveries.
 
 Alembic migrations in `migrations/` are the only way this schema is created; a test checks that
 these models and the migrations agree.
@@ -25,6 +26,7 @@ class Job(SQLModel, table=True):
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
         Index("ix_jobs_runnable", "status", "suspend", "next_run_at"),
         Index("ix_jobs_owner_created", "owner", "created_at"),
+        Index("ix_jobs_owner_pipeline", "owner", "pipeline_name", "created_at"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -50,6 +52,11 @@ class Job(SQLModel, table=True):
     next_run_at: datetime | None = _ts()
     lease_owner: str | None = Field(default=None, max_length=100)
     lease_expires_at: datetime | None = _ts()
+    pipeline: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON, nullable=True),
+        description="A pipeline run's name, version, trigger, scheduled_for and parameters.")
+    pipeline_id: str | None = Field(default=None, max_length=36, index=True)
+    pipeline_name: str | None = Field(default=None, max_length=63)
 
 
 class JobEvent(SQLModel, table=True):
@@ -137,3 +144,77 @@ class WebhookDelivery(SQLModel, table=True):
     delivered_at: datetime | None = _ts()
     lease_owner: str | None = Field(default=None, max_length=100)
     lease_expires_at: datetime | None = _ts()
+
+
+class Pipeline(SQLModel, table=True):
+    """A named job template of one owner; `spec` is its current version's body."""
+
+    __tablename__ = "pipelines"
+    __table_args__ = (
+        UniqueConstraint("owner", "name", name="uq_pipelines_owner_name"),
+        Index("ix_pipelines_due", "suspend", "next_fire_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    owner: str = Field(max_length=200)
+    name: str = Field(max_length=63)
+    version: int = 1
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    spec_hash: str = Field(max_length=64)
+    suspend: bool = Field(default=False)
+    next_fire_at: datetime | None = _ts()
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class PipelineVersion(SQLModel, table=True):
+    __tablename__ = "pipeline_versions"
+    __table_args__ = (UniqueConstraint("pipeline_id", "version",
+                                       name="uq_pipeline_versions_pipeline_version"),)
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True,
+                                                           autoincrement=True))
+    pipeline_id: str = Field(sa_column=Column(String(36), ForeignKey("pipelines.id",
+                                                                     ondelete="CASCADE"),
+                                              nullable=False))
+    version: int
+    spec: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    spec_hash: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class PipelineTick(SQLModel, table=True):
+    """One schedule tick of a pipeline and what became of it.
+
+    UNIQUE(pipeline_id, scheduled_for) is what makes a tick run exactly once: the row is written
+    in the transaction that creates its job, so a second replica's insert conflicts.
+    """
+
+    __tablename__ = "pipeline_ticks"
+    __table_args__ = (UniqueConstraint("pipeline_id", "scheduled_for",
+                                       name="uq_pipeline_ticks_pipeline_scheduled_for"),)
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True,
+                                                           autoincrement=True))
+    pipeline_id: str = Field(sa_column=Column(String(36), ForeignKey("pipelines.id",
+                                                                     ondelete="CASCADE"),
+                                              nullable=False))
+    scheduled_for: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    trigger: str = Field(max_length=16)
+    outcome: str = Field(max_length=32)
+    job_id: str | None = Field(default=None, max_length=36)
+    backfill_id: str | None = Field(default=None, max_length=36, index=True)
+    decided_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class PipelineBackfill(SQLModel, table=True):
+    __tablename__ = "pipeline_backfills"
+
+    id: str = Field(primary_key=True, max_length=36)
+    pipeline_id: str = Field(sa_column=Column(String(36), ForeignKey("pipelines.id",
+                                                                     ondelete="CASCADE"),
+                                              nullable=False, index=True))
+    start: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    end: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    max_active: int = 2
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

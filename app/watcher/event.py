@@ -25,6 +25,7 @@ from app.domain import conditions as cond
 from app.domain import layout
 from app.domain.errors import ConcurrentUpdate
 from app.domain.owners import landing_scope
+from app.domain.parameters import TypedValue
 from app.domain.params import JobParams
 from app.domain.states import RUNNABLE_STATUSES, JobStatus, Stage, stage_of
 from app.faults import crash_point
@@ -168,11 +169,15 @@ class StageDriver:
 
     async def _create_task(self, job: Job, stage: Stage) -> TaskPublic:
         async with self.limiter:
-            return await self.batch.create_task(TaskCreate(
+            task = TaskCreate(
                 job_id=job.id, stage=stage, attempt=job.attempt,
                 idempotency_key=task_key(job.id, stage.value, job.attempt),
                 params=JobParams.model_validate(job.params), landing_scope=landing_scope(job.owner),
-            ))
+            )
+            parameters = (job.pipeline or {}).get("parameters")
+            if parameters:  # set only for pipeline runs, so one-off tasks stay as they were
+                task.parameters = {k: TypedValue.model_validate(v) for k, v in parameters.items()}
+            return await self.batch.create_task(task)
 
     @staticmethod
     def _batch_of(task: TaskPublic) -> dict[str, Any]:

@@ -59,10 +59,11 @@ async def list_jobs(
     name: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    pipeline: Annotated[str | None, Query(max_length=63, description="A pipeline's runs.")] = None,
 ) -> Response:
     """Jobs, newest first."""
     total, rows = await jobs.list_jobs(caller.scope, status=status_.value if status_ else None,
-                                       name=name, limit=limit, offset=offset)
+                                       name=name, limit=limit, offset=offset, pipeline=pipeline)
     return job_list_response(total, rows)
 
 
