@@ -270,7 +270,9 @@ class TaskRunner:
         except StageCancelled:
             await self._ended(run, TaskStatus.CANCELLED)
         except StageFailed as exc:
-            await self._ended(run, TaskStatus.FAILED, error=str(exc) or type(exc).__name__)
+            reason = getattr(exc, "reason", None)  # not worth retrying: recorded for the watcher
+            await self._ended(run, TaskStatus.FAILED, error=str(exc) or type(exc).__name__,
+                              failure={"reason": str(reason)} if reason else None)
         except Exception as exc:
             log.error("task %s: engine %s raised", task.id, self.engine.name, exc_info=exc)
             await self._ended(run, TaskStatus.FAILED,
@@ -294,7 +296,7 @@ class TaskRunner:
 
     async def _ended(
         self, run: _Run, status: TaskStatus, *, result: LayerResult | None = None,
-        error: str | None = None,
+        error: str | None = None, failure: dict[str, str] | None = None,
     ) -> None:
         if run.reason is StopReason.SHUTDOWN and status is not TaskStatus.COMPLETED:
             await self.store.release([run.task_id], self.runner_id)
@@ -308,7 +310,8 @@ class TaskRunner:
         elif progress is not None:
             final = (progress.percent, progress.processed, progress.total)
         written = await self.store.finish(
-            run.task_id, self.runner_id, status, result=result.to_dict() if result else None,
+            run.task_id, self.runner_id, status,
+            result=result.to_dict() if result else failure,
             error=error, progress=final, now=self.clock(),
         )
         if written:

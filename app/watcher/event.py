@@ -222,6 +222,9 @@ class StageDriver:
 
     async def _task_failed(self, job: Job, stage: Stage, task: BatchTask) -> Job:
         error = task.error or f"task ended {task.status}"
+        reason = (task.result or {}).get("reason")
+        if reason:  # the executor says another attempt would fail the same way
+            return await self._fail(job, stage, str(reason), f"{stage.value} failed: {error}")
         async with self.sessions() as session:
             earlier = await store.count_events_since_last(session, job.id, "retry_stage",
                                                           RETRY_RESETS)
