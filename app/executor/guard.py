@@ -46,6 +46,7 @@ log = logging.getLogger("strata.executor")
 
 OUT_OF_MEMORY = "OutOfMemory"
 DISK_FULL = "DiskFull"
+ENGINE_UNAVAILABLE = "EngineUnavailable"
 MEMORY_SHARE = 0.7
 """The share of the machine's memory all stages of one executor may use together."""
 DISK_POLL_SECONDS = 0.5
@@ -60,6 +61,7 @@ _FAILURES = (  # what engines say when they run out, and the reason it is
     ("OutOfMemoryError", OUT_OF_MEMORY),  # a JVM (Spark)
     ("No space left on device", DISK_FULL),
     ("Disk quota exceeded", DISK_FULL),
+    ("the Spark engine needs", ENGINE_UNAVAILABLE),  # a package went missing after the start
 )
 
 
