@@ -294,8 +294,9 @@ class GuardedEngine:
     def _disk_problem(self, warehouse: Path) -> str | None:
         if not self.min_free.size and not self.min_free.share:
             return None
+        existing = next((p for p in (warehouse, *warehouse.parents) if p.exists()), warehouse)
         try:
-            usage = self.disk_usage(warehouse)
+            usage = self.disk_usage(existing)
         except OSError:
             return None
         floor = self.min_free.bytes_of(usage.total)
@@ -312,5 +313,8 @@ def _classified(exc: StageFailed) -> StageFailed:
     message = str(exc)
     for marker, reason in _FAILURES:
         if marker in message:
+            if reason == OUT_OF_MEMORY:  # DuckDB's advice (SET …) is not the user's to take
+                message = (message.splitlines()[0] + " (each stage is held to its share of "
+                           "memory, STRATA_EXECUTOR_MEMORY_LIMIT)")
             return StageRefused(reason, message)
     return exc
