@@ -28,7 +28,7 @@ from app.executor.guard import GuardedEngine, parse_free_floor
 from app.settings import Settings
 
 SPARK_EXTRA = "pip install 'strata[spark]'"
-CONNECT_EXTRA = "pip install 'pyspark[connect]'"
+CONNECT_EXTRA = "pip install 'strata[spark,connect]'"
 SPARK_MODULES = ("pyspark", "sqlglot")
 CONNECT_MODULES = ("grpc", "pandas", "google.protobuf")
 MASTER_PORTS = {"spark": 7077, "sc": 15002}

@@ -97,7 +97,7 @@ def test_one_answering_standby_master_is_enough() -> None:
 
 
 def test_spark_connect_needs_its_own_packages() -> None:
-    with pytest.raises(EngineUnavailable, match=r"grpc.*pyspark\[connect\]"):
+    with pytest.raises(EngineUnavailable, match=r"grpc.*strata\[spark,connect\]"):
         check_spark("sc://127.0.0.1:15002", find_module=lambda name: name != "grpc")
 
 
