@@ -114,7 +114,7 @@ class SparkCluster:
                     "--driver-memory", EXECUTOR_MEMORY]
             for key, value in conf.items():
                 args += ["--conf", f"{key}={value}"]
-            self._connect = self._spawn("connect", args)
+            self._connect = self._spawn("connect", args, daemon=False)
             self._wait_port(self.connect_port, "connect")
         return self.connect_url
 
@@ -133,11 +133,16 @@ class SparkCluster:
 
     # --- processes ---------------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str], daemon: bool = True) -> subprocess.Popen[bytes]:
+        """Start a process; a daemon (master, worker) gets the small daemon heap, a driver not
+        (Spark's launcher would give the Connect server that heap too)."""
         home = spark_home()
         env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1",
-               "SPARK_DAEMON_MEMORY": DAEMON_MEMORY, "SPARK_NO_DAEMONIZE": "1",
                "SPARK_LOG_DIR": str(self.root), "SPARK_WORKER_DIR": str(self.root)}
+        if daemon:
+            env["SPARK_DAEMON_MEMORY"] = DAEMON_MEMORY
+        else:
+            env.pop("SPARK_DAEMON_MEMORY", None)
         env.pop("PYSPARK_GATEWAY_PORT", None)
         env.pop("PYSPARK_GATEWAY_SECRET", None)
         with (self.root / f"{name}.log").open("ab") as log:
