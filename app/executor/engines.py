@@ -55,7 +55,11 @@ def load_engine(settings: Settings) -> Engine:
     else:
         raise EngineUnavailable(
             f"STRATA_ENGINE={settings.engine!r} is not an engine; choose duckdb or spark")
-    return GuardedEngine(engine, min_free=parse_free_floor(settings.min_free_disk))
+    try:
+        floor = parse_free_floor(settings.min_free_disk)
+    except ValueError as exc:
+        raise EngineUnavailable(f"STRATA_MIN_FREE_DISK: {exc}") from None
+    return GuardedEngine(engine, min_free=floor)
 
 
 def spark_conf(text: str) -> dict[str, str]:

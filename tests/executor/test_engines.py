@@ -106,6 +106,11 @@ def test_an_unknown_engine_is_refused() -> None:
         load_engine(Settings(_env_file=None, engine="flink"))  # type: ignore[call-arg]
 
 
+def test_a_bad_disk_floor_is_refused_naming_the_setting() -> None:
+    with pytest.raises(EngineUnavailable, match=r"STRATA_MIN_FREE_DISK.*not a size"):
+        load_engine(Settings(_env_file=None, min_free_disk="plenty"))  # type: ignore[call-arg]
+
+
 def test_spark_settings_come_from_settings_not_only_the_environment() -> None:
     assert spark_conf("spark.executor.memory=1g, spark.sql.shuffle.partitions=4,junk") == {
         "spark.executor.memory": "1g", "spark.sql.shuffle.partitions": "4"}
