@@ -3,7 +3,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install run test e2e bench soak lint typecheck openapi clean
+.PHONY: install run test e2e bench soak lint typecheck openapi clean spark-cluster spark-test
 
 ## install: .venv with Strata and its dev tools (.venv/bin/strata)
 install: $(VENV)/.installed
@@ -14,9 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[dev]'
 	touch $@
 
-## the Spark engine's tests need PySpark (Java is on the machine)
+## the Spark engine's tests need PySpark, with the Spark Connect client (Java is on the machine)
 $(VENV)/.spark: $(VENV)/.installed
-	$(PIP) install -q -e '.[dev,spark]'
+	$(PIP) install -q -e '.[dev,spark,connect]'
 	touch $@
 
 ## run: migrate and serve the embedded default on 127.0.0.1:8000
@@ -29,7 +29,15 @@ test: install $(VENV)/.spark
 	$(VENV)/bin/ruff check app tests migrations
 	$(VENV)/bin/mypy app
 	$(VENV)/bin/hadolint Dockerfile
-	$(VENV)/bin/pytest -m "not e2e"
+	$(VENV)/bin/pytest -m "not e2e and not spark_cluster"
+
+## spark-cluster: a standalone Spark master, two workers and a Spark Connect server on 127.0.0.1
+spark-cluster: $(VENV)/.spark
+	$(PY) -m tests.spark_cluster
+
+## spark-test: the Spark engine on that cluster and through Spark Connect (minutes)
+spark-test: $(VENV)/.spark
+	$(VENV)/bin/pytest -m spark_cluster
 
 ## e2e: the dashboard in headless Chromium (installs Debian's chromium if missing)
 e2e: install

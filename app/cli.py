@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 import typer
 import uvicorn
@@ -13,6 +15,8 @@ from app.cli_client import jobs_app, landing_app
 from app.cli_pipelines import pipelines_app
 from app.cli_webhooks import webhooks_app
 from app.settings import Settings
+
+T = TypeVar("T")
 
 cli = typer.Typer(help="Strata: data-layer jobs over HTTP.", no_args_is_help=True,
                   add_completion=False)
@@ -25,32 +29,50 @@ cli.add_typer(pipelines_app, name="pipelines")
 @cli.command()
 def serve(
     host: str | None = typer.Option(None, help="Bind address (STRATA_HOST)."),
-    port: int | None = typer.Option(None, help="Port (STRATA_PORT)."),
+    port: int | None = typer.Option(None, help="Port (STRATA_PORT, default 8000)."),
 ) -> None:
     """Run the API and the watcher (and the embedded executor unless STRATA_EXECUTOR_URL is set)."""
     from app.main import create_app
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = _settings(host=host, port=port)
     _configure_logging(settings)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+    application = _or_exit(lambda: create_app(settings))
+    uvicorn.run(application, host=settings.host, port=settings.port,
                 log_level=settings.log_level.lower(), timeout_graceful_shutdown=20,
                 log_config=None)
 
 
 @cli.command()
 def executor(
-    host: str | None = typer.Option(None, help="Bind address."),
-    port: int = typer.Option(8001, help="Port."),
+    host: str | None = typer.Option(None, help="Bind address (STRATA_HOST)."),
+    port: int | None = typer.Option(
+        None, help="Port (STRATA_PORT; when that is unset, 8001)."),
 ) -> None:
     """Run a standalone executor (the BatchManager's server)."""
     from app.executor.app import create_standalone_executor_app
 
-    settings = Settings()
+    settings = _settings(host=host, port=port)
     _configure_logging(settings)
-    uvicorn.run(create_standalone_executor_app(settings), host=host or settings.host, port=port,
+    application = _or_exit(lambda: create_standalone_executor_app(settings))
+    uvicorn.run(application, host=settings.host, port=settings.executor_port(),
                 log_level=settings.log_level.lower(), timeout_graceful_shutdown=20,
                 log_config=None)
+
+
+def _settings(**flags: object) -> Settings:
+    """The environment and `.env`, with the flags that were given on top."""
+    return Settings(**{k: v for k, v in flags.items() if v is not None})  # type: ignore[arg-type]
+
+
+def _or_exit(build: Callable[[], T]) -> T:
+    """Build the app, or exit 2 with the reason when the executor's engine cannot work here."""
+    from app.executor.engines import EngineUnavailable
+
+    try:
+        return build()
+    except EngineUnavailable as exc:
+        typer.echo(f"strata: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _configure_logging(settings: Settings) -> None:

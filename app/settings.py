@@ -10,6 +10,9 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+EXECUTOR_DEFAULT_PORT = 8001
+"""`strata executor`'s port when `STRATA_PORT` is not set."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STRATA_", env_file=".env", extra="ignore")
@@ -26,8 +29,11 @@ class Settings(BaseSettings):
     executor_token: str | None = Field(
         default=None, description="Shared secret the watcher sends to the executor."
     )
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field(default="127.0.0.1", description="Bind address of `serve` and `executor`.")
+    port: int = Field(
+        default=8000, ge=1, le=65535,
+        description="Port of whichever command runs; unset, `strata executor` takes 8001.",
+    )
     api_tokens: str | None = Field(
         default=None, description="Comma-separated owner=token pairs; unset means no auth."
     )
@@ -56,9 +62,22 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, gt=0, description="How long a claim on a job lasts.")
     executor_workers: int = Field(default=2, ge=1, description="Stages run at once per executor.")
     executor_memory_limit: str | None = Field(
-        default=None, description="DuckDB memory_limit per stage, e.g. '4GB'."
+        default=None,
+        description="DuckDB memory_limit per stage, e.g. '4GB'; unset: a share of the machine's "
+                    "memory (see `stage_memory_limit`).",
+    )
+    min_free_disk: str = Field(
+        default="5%",
+        description="Free space the warehouse's filesystem keeps: bytes ('2GB', '500MB', "
+                    "'1073741824') or a share of the disk ('5%'); a stage below it fails.",
     )
     engine: str = Field(default="duckdb", description="Executor engine: duckdb or spark.")
+    spark_master: str = Field(
+        default="local[2]", description="With engine=spark: local[n], spark://…, sc://…, yarn."
+    )
+    spark_conf: str = Field(
+        default="", description="With engine=spark: extra Spark settings, 'key=value,…'."
+    )
     log_level: str = "INFO"
     webhook_backoff_seconds: float = Field(
         default=5.0, gt=0, description="First wait before a failed webhook delivery is retried; "
@@ -74,6 +93,11 @@ class Settings(BaseSettings):
         default=16, ge=1, description="Webhook deliveries sent at once per process.")
     webhook_poll_seconds: float = Field(
         default=1.0, gt=0, description="Seconds between looks for due webhook deliveries.")
+
+    def executor_port(self) -> int:
+        """`STRATA_PORT` when it is set (environment, `.env` or a flag); otherwise 8001, so an
+        executor and `strata serve` with default settings can share a machine."""
+        return self.port if "port" in self.model_fields_set else EXECUTOR_DEFAULT_PORT
 
     def landing_path(self) -> Path:
         return self.landing_dir.resolve()

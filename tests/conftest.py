@@ -11,10 +11,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.store.db import create_engine, session_factory
-from tests.databases import PostgresDatabases, SqliteDatabases
+from tests.databases import BACKENDS, PostgresDatabases, SqliteDatabases
 from tests.orders_data import EXAMPLES
-
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture(scope="session")

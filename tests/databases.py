@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
+import pytest
 
 from app.store.migrate import upgrade
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+"""Parameters of the database fixtures: every database test runs on both."""
 
 PG_ADMIN_DSN = os.environ.get("STRATA_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 T = TypeVar("T")

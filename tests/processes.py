@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -29,13 +30,17 @@ class StrataProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, **extra_env: str) -> StrataProcess:
-        env = {k: v for k, v in os.environ.items() if k != "STRATA_CRASH_AT"}
+    def start(self, *, flags: Sequence[str] | None = None, cwd: Path | None = None,
+              **extra_env: str) -> StrataProcess:
+        """Start it; `flags` replace the default `--port PORT` (`[]`: settings only)."""
+        env = {k: v for k, v in os.environ.items()
+               if k != "STRATA_CRASH_AT" and not (flags is not None and k.startswith("STRATA_"))}
         env.update(self.env)
         env.update(extra_env)
-        args = [sys.executable, "-m", "app.cli", self.command, "--port", str(self.port)]
+        flags = ["--port", str(self.port)] if flags is None else list(flags)
+        args = [sys.executable, "-m", "app.cli", self.command, *flags]
         self._log_file = self.log.open("ab")
-        self.proc = subprocess.Popen(args, env=env, stdout=self._log_file,
+        self.proc = subprocess.Popen(args, env=env, stdout=self._log_file, cwd=cwd,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         return self
 

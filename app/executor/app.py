@@ -58,19 +58,6 @@ class IdempotencyKeyReused(Exception):
 # --- the service -------------------------------------------------------------------------------
 
 
-def load_engine(name: str) -> Engine:
-    """The engine named by `STRATA_ENGINE`, imported only when chosen."""
-    if name == "duckdb":
-        from app.executor.engine.duckdb_engine import DuckDBEngine
-
-        return DuckDBEngine()
-    if name == "spark":
-        from app.executor.engine.spark_engine import SparkEngine
-
-        return SparkEngine.from_env()
-    raise ValueError(f"unknown engine {name!r}; choose duckdb or spark")
-
-
 class ExecutorService:
     """What the routes call: the task store, the runner and the engine, started by whoever hosts
     the app (the main app's lifespan when embedded, its own when standalone)."""
@@ -108,15 +95,24 @@ class ExecutorService:
         cls, settings: Settings, sessions: async_sessionmaker[AsyncSession],
         engine: Engine | None = None, reads: async_sessionmaker[AsyncSession] | None = None,
     ) -> ExecutorService:
+        from app.executor.engines import load_engine
+        from app.executor.guard import stage_memory_limit
+
         return cls(
-            sessions, engine or load_engine(settings.engine), reads=reads,
+            sessions, engine or load_engine(settings), reads=reads,
             landing_dir=settings.landing_path(), warehouse_dir=settings.warehouse_path(),
             token=settings.executor_token, workers=settings.executor_workers,
-            memory_limit=settings.executor_memory_limit, lease_seconds=settings.lease_seconds,
+            memory_limit=stage_memory_limit(settings.executor_memory_limit,
+                                            settings.executor_workers),
+            lease_seconds=settings.lease_seconds,
             owns_engine=engine is None,
         )
 
     async def start(self) -> None:
+        """Sweep the scratch folders of stages that died with their process, then run tasks."""
+        from app.executor.guard import sweep_unowned_work_dirs
+
+        await sweep_unowned_work_dirs(self.runner.warehouse_dir, self.store.running_stages)
         await self.runner.start()
 
     async def stop(self, grace: float = 10.0) -> None:

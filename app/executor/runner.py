@@ -275,7 +275,10 @@ class TaskRunner:
         except StageCancelled:
             await self._ended(run, TaskStatus.CANCELLED)
         except StageFailed as exc:
-            await self._ended(run, TaskStatus.FAILED, error=str(exc) or type(exc).__name__)
+            reason = getattr(exc, "reason", None)  # not worth retrying: recorded for the watcher
+            failure = {"reason": str(reason), "retryable": False} if reason else None
+            await self._ended(run, TaskStatus.FAILED, error=str(exc) or type(exc).__name__,
+                              failure=failure)
         except Exception as exc:
             log.error("task %s: engine %s raised", task.id, self.engine.name, exc_info=exc)
             await self._ended(run, TaskStatus.FAILED,
@@ -316,6 +319,7 @@ class TaskRunner:
     async def _ended(
         self, run: _Run, status: TaskStatus, *, result: LayerResult | None = None,
         verdict: Verdict | None = None, error: str | None = None,
+        failure: dict[str, Any] | None = None,
     ) -> None:
         if run.reason is StopReason.SHUTDOWN and status is not TaskStatus.COMPLETED:
             await self.store.release([run.task_id], self.runner_id)
@@ -333,8 +337,8 @@ class TaskRunner:
         elif progress is not None:
             final = (progress.percent, progress.processed, progress.total)
         written = await self.store.finish(
-            run.task_id, self.runner_id, status, result=document, error=error, progress=final,
-            now=self.clock(),
+            run.task_id, self.runner_id, status, result=document or failure, error=error,
+            progress=final, now=self.clock(),
         )
         if written:
             log.info("task %s: %s%s", run.task_id, status.value, f": {error}" if error else "")

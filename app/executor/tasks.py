@@ -276,3 +276,13 @@ class TaskStore:
             query = query.where(col(ExecutorTask.id).not_in(list(exclude)))
         async with self.sessions() as session:
             return list((await session.execute(query)).scalars().all())
+
+    async def running_stages(self, now: datetime | None = None) -> set[tuple[str, str]]:
+        """(job id, stage) of every task some runner holds now (processing, lease not lapsed)."""
+        now = now or utcnow()
+        query = select(col(ExecutorTask.job_id), col(ExecutorTask.stage)).where(
+            col(ExecutorTask.status) == TaskStatus.PROCESSING.value,
+            col(ExecutorTask.lease_expires_at) >= now,
+        )
+        async with self.sessions() as session:
+            return {(str(job), str(stage)) for job, stage in (await session.execute(query)).all()}

@@ -237,7 +237,7 @@ class StageDriver:
 
     async def _task_failed(self, job: Job, stage: Stage, task: TaskPublic) -> Job:
         error = task.error or f"task ended {task.status}"
-        if not task.retryable:  # a gate's verdict: another attempt would give the same answer
+        if not task.retryable:  # a gate, no memory, no disk: another attempt fails the same way
             return await self._fail(job, stage, task.reason or "StageFailed",
                                     f"{stage.value} failed: {error}")
         async with self.sessions() as session:
