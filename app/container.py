@@ -25,8 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.api.security import Principal, TokenTable
 from app.batch.client import BatchClient, make_http_client
 from app.domain.states import JobStatus
-from app.executor.app import ExecutorService
+from app.executor.app import ExecutorService, load_engine
+from app.executor.engine.base import Engine
 from app.metrics import Metrics
+from app.services.dry_runs import DryRunService
 from app.services.jobs import JobService
 from app.settings import Settings
 from app.store.db import create_engine, create_read_engine, session_factory
@@ -68,6 +70,7 @@ class Services:
     jobs: JobService
     listener: WakeListener | None
     """PostgreSQL wake-ups from other processes; None on SQLite."""
+    dry_runs: DryRunService
 
     @property
     def landing_dir(self) -> Path:
@@ -140,9 +143,26 @@ def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
         executor.runner.on_finished = watcher.wake
     dsn = asyncpg_dsn(settings.database_url)
     listener = WakeListener(dsn, watcher.wake) if dsn else None
+    dry_runs = DryRunService(dry_run_engine(settings, executor), settings.landing_path(),
+                             charge_rate=jobs.charge_create_rate,
+                             memory_limit=settings.executor_memory_limit)
     return Services(settings=settings, tokens=tokens, db=db, reader=reader, sessions=sessions,
                     http=http, batch=batch, metrics=metrics, executor=executor, watcher=watcher,
-                    jobs=jobs, listener=listener)
+                    jobs=jobs, listener=listener, dry_runs=dry_runs)
+
+
+def dry_run_engine(settings: Settings, executor: ExecutorService | None) -> Callable[[], Engine]:
+    """Dry runs use the embedded executor's engine, or load the configured one on first use."""
+    if executor is not None:
+        return lambda: executor.engine
+    loaded: list[Engine] = []
+
+    def engine() -> Engine:
+        if not loaded:
+            loaded.append(load_engine(settings.engine))
+        return loaded[0]
+
+    return engine
 
 
 @asynccontextmanager

@@ -18,6 +18,7 @@ from app.domain.errors import (
     TooManyRequests,
 )
 from app.problems import FieldError, problem_response
+from app.services.dry_runs import DryRunRefused
 from app.store.landing import UploadTooLarge
 
 
@@ -47,3 +48,12 @@ async def _too_many(request: Request, exc: Exception) -> JSONResponse:
 
 
 DOMAIN_ERROR_HANDLERS[TooManyRequests] = _too_many
+
+
+async def _dry_run_refused(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DryRunRefused)
+    return problem_response(422, str(exc), title="Dry run refused",
+                            errors=[FieldError(field=exc.field, message=exc.message)])
+
+
+DOMAIN_ERROR_HANDLERS[DryRunRefused] = _dry_run_refused
