@@ -123,6 +123,7 @@ class DryRunService:
             return await asyncio.shield(work)
         except asyncio.CancelledError:
             run.cancel.cancel()  # the client went away: stop the engine soon
+            work.add_done_callback(_forget)
             raise
 
     def _enter(self) -> None:
@@ -177,6 +178,12 @@ class _Run:
                     deduped=result.deduped, sample=first_rows(path, SAMPLE_SIZE),
                 )
         return DryRun(sample_rows=self.sample_rows, layers=previews)
+
+
+def _forget(work: asyncio.Future[DryRun]) -> None:
+    """Nobody awaits a cancelled request's run: take its outcome so it is not reported."""
+    if not work.cancelled():
+        work.exception()
 
 
 def first_rows(path: Path, limit: int) -> list[dict[str, Any]]:
