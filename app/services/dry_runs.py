@@ -172,10 +172,10 @@ class _Run:
                     result = self.engine.run_stage(request, lambda _progress: None, self.cancel)
                 except StageFailed as exc:
                     raise refusal(self.params, stage, str(exc)) from None
-                path = Path(result.path)
+                columns, sample = preview(Path(result.path))
                 previews[stage.layer] = LayerPreview(
-                    columns=layers.layer_schema(path), rows=result.rows, rejects=result.rejects,
-                    deduped=result.deduped, sample=first_rows(path, SAMPLE_SIZE),
+                    columns=columns, rows=result.rows, rejects=result.rejects,
+                    deduped=result.deduped, sample=sample,
                 )
         return DryRun(sample_rows=self.sample_rows, layers=previews)
 
@@ -186,11 +186,16 @@ def _forget(work: asyncio.Future[DryRun]) -> None:
         work.exception()
 
 
-def first_rows(path: Path, limit: int) -> list[dict[str, Any]]:
-    """A layer's first rows as the data service writes them (dates ISO, decimals strings)."""
-    rows = json.loads(b"".join(layers.iter_rows(path, "json", limit)))
+def preview(path: Path) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """A layer's columns and first rows, valued as the data service values them (dates ISO,
+    decimals as strings); an engine that wrote no file for an empty layer shows nothing."""
+    try:
+        columns = layers.layer_schema(path)
+        rows = json.loads(b"".join(layers.iter_rows(path, "json", SAMPLE_SIZE)))
+    except FileNotFoundError:
+        return [], []
     assert isinstance(rows, list)
-    return rows
+    return columns, rows
 
 
 _CHECK = re.compile(r"^layer \w+ check ")

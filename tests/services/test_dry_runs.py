@@ -61,6 +61,16 @@ async def test_the_scratch_folder_is_removed_after_a_run_and_after_a_refusal(
     assert leftovers(scratch) == []
 
 
+async def test_an_empty_layer_keeps_its_columns(landing: Path, scratch: Path) -> None:
+    spec = params(dwd={"sql": "SELECT id, amount FROM ods WHERE false",
+                       "checks": [{"name": "c", "expr": "id > 0"}], "dedupe": {"keys": ["id"]}})
+    result = await service(landing, scratch).dry_run("local", spec)
+    dwd = result.layers["dwd"]
+    assert (dwd.rows, dwd.rejects, dwd.deduped, dwd.sample) == (0, 0, 0, [])
+    assert [c["name"] for c in dwd.columns] == ["id", "amount"]
+    assert result.layers["ds"].rows == 0 and len(result.layers["ds"].columns) == 2
+
+
 @pytest.mark.parametrize(("layers", "field"), [
     ({"dwd": {"checks": [{"name": "c", "expr": "(SELECT 1 FROM read_csv('/etc/passwd')) = 1"}]}},
      "params.layers.dwd.checks"),
