@@ -11,11 +11,13 @@ in reverse order and one that fails to stop does not leave the others running.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiolimiter import AsyncLimiter
@@ -155,14 +157,25 @@ def dry_run_engine(settings: Settings, executor: ExecutorService | None) -> Call
     """Dry runs use the embedded executor's engine, or load the configured one on first use."""
     if executor is not None:
         return lambda: executor.engine
-    loaded: list[Engine] = []
+    return EngineOnDemand(settings.engine)
 
-    def engine() -> Engine:
-        if not loaded:
-            loaded.append(load_engine(settings.engine))
-        return loaded[0]
 
-    return engine
+class EngineOnDemand:
+    """The configured engine, loaded by the first dry run and closed with the app."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loaded: Engine | None = None
+
+    def __call__(self) -> Engine:
+        if self.loaded is None:
+            self.loaded = load_engine(self.name)
+        return self.loaded
+
+    async def close(self) -> None:
+        close: Callable[[], Any] | None = getattr(self.loaded, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)  # e.g. stopping a SparkSession blocks
 
 
 @asynccontextmanager
@@ -186,6 +199,8 @@ async def run_services(services: Services) -> AsyncIterator[Services]:
             stack.push_async_callback(services.executor.stop)
         services.watcher.start()
         stack.push_async_callback(services.watcher.stop)
+        if isinstance(services.dry_runs.engine, EngineOnDemand):
+            stack.push_async_callback(services.dry_runs.engine.close)
         if services.listener is not None:
             services.listener.start()
             stack.push_async_callback(services.listener.stop)

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlmodel import SQLModel
 
 from app.store.db import create_engine
+from tests.servers import free_port
 from tests.service import running_service, service_settings
 
 HEADER = "order_id,ts,amount,region\n"
@@ -198,3 +199,14 @@ async def test_dry_runs_share_the_create_rate(database_url: str, tmp_path: Path)
         refused = await api.post("/v1/jobs", params=dry, json=spec())
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
         assert (await api.post("/v1/jobs", json=spec())).status_code == 429
+
+
+async def test_a_dry_run_needs_no_executor(database_url: str, tmp_path: Path) -> None:
+    """With the executor elsewhere (here: nowhere), the API runs the configured engine itself."""
+    write_landing(tmp_path)
+    settings = service_settings(database_url, tmp_path,
+                                executor_url=f"http://127.0.0.1:{free_port()}/executor")
+    async with running_service(settings) as api:
+        response = await api.post("/v1/jobs", params={"dry_run": "true"}, json=spec())
+        assert response.status_code == 200, response.text
+        assert response.json()["layers"]["ds"]["rows"] == 2
