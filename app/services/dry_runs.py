@@ -104,6 +104,7 @@ class DryRunService:
         """Run every layer of `params` on the first `sample_rows` source rows; create nothing."""
         if not 1 <= sample_rows <= SAMPLE_ROWS_MAX:
             raise ValueError(f"sample_rows must be 1 to {SAMPLE_ROWS_MAX}, got {sample_rows}")
+        self._refuse_if_busy()  # before charging the rate: a refused try costs nothing
         if self.charge_rate is not None:
             await self.charge_rate(owner)
         scope = landing_scope(owner)
@@ -126,12 +127,15 @@ class DryRunService:
             work.add_done_callback(_forget)
             raise
 
+    def _refuse_if_busy(self) -> None:
+        if self._running >= self.max_running:
+            raise TooManyRequests(
+                f"{self._running} dry runs are running, the limit is {self.max_running}; "
+                "try again shortly", retry_after=1)
+
     def _enter(self) -> None:
         with self._lock:
-            if self._running >= self.max_running:
-                raise TooManyRequests(
-                    f"{self._running} dry runs are running, the limit is {self.max_running}; "
-                    "try again shortly", retry_after=1)
+            self._refuse_if_busy()
             self._running += 1
 
     def _leave(self) -> None:

@@ -135,12 +135,19 @@ async def test_at_most_max_running_at_once_and_one_more_is_429(
     landing: Path, scratch: Path
 ) -> None:
     engine = BlockingEngine()
-    dry = DryRunService(lambda: engine, landing, scratch_dir=scratch, max_running=2)
+    charged: list[str] = []
+
+    async def charge(owner: str) -> None:
+        charged.append(owner)
+
+    dry = DryRunService(lambda: engine, landing, scratch_dir=scratch, max_running=2,
+                        charge_rate=charge)
     first = asyncio.create_task(dry.dry_run("local", params()))
     second = asyncio.create_task(dry.dry_run("local", params()))
     await wait_for(lambda: engine.running == 2, timeout=10)
     with pytest.raises(TooManyRequests):
         await dry.dry_run("local", params())
+    assert charged == ["local", "local"]  # a refused try costs no create from the rate
     engine.release.set()
     assert [r.layers["ds"].rows for r in await asyncio.gather(first, second)] == [3, 3]
     assert (await dry.dry_run("local", params())).layers["ods"].rows == 3
