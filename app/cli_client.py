@@ -149,6 +149,12 @@ def submit(
     name: Annotated[str | None, typer.Option(help="Override the spec's name.")] = None,
     idempotency_key: Annotated[str | None, typer.Option(
         help="Resubmitting with the same key returns the same job.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Create nothing: run every layer on a sample and show it.")] = False,
+    sample_rows: Annotated[int | None, typer.Option(
+        min=1, max=10_000, help="With --dry-run: source rows to read (default 1,000).")] = None,
+    show: Annotated[int, typer.Option(
+        min=0, max=20, help="With --dry-run: sample rows to print per layer.")] = 3,
     url: Url = None, token: Token = None, json_: AsJson = False,
 ) -> None:
     """Submit a job (and with --wait, show each stage's progress until it stops)."""
@@ -157,6 +163,9 @@ def submit(
     body = _load_spec(spec)
     if name:
         body["name"] = name
+    if dry_run:
+        _dry_run(body, sample_rows, show, url, token, json_)
+        return
     with _api(url, token) as client:
         job = client.create_job(body, idempotency_key=idempotency_key)
         if not wait:
@@ -168,6 +177,18 @@ def submit(
         if not json_:
             typer.echo(f"job {job.job_id} submitted ({job.name})")
         _follow(client, job.job_id, json_)
+
+
+def _dry_run(body: dict[str, Any], sample_rows: int | None, show: int, url: str | None,
+             token: str | None, json_: bool) -> None:
+    with _api(url, token) as client:
+        result = client.dry_run(body, sample_rows)
+    if json_:
+        _emit(_doc(result))
+        return
+    from app.cli_render import dry_run_view
+
+    _show(dry_run_view(result, show))
 
 
 @jobs_app.command()

@@ -5,19 +5,21 @@ Kept apart from the commands so the commands read as "call the API, show the ans
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
-from app.client import Event, Job, JobList, LandingFile
+from app.client import DryRun, Event, Job, JobList, LandingFile
 from app.domain.states import STAGES, STOPPED_STATUSES, Stage
 
 STATUS_STYLE = {
@@ -129,6 +131,45 @@ def layers_table(job: Job) -> Table:
     return table
 
 
+CELL_WIDTH = 24
+"""A dry run's sample cell is cut to this many characters."""
+
+
+def dry_run_view(result: DryRun, show: int = 3) -> RenderableType:
+    """`jobs submit --dry-run`: per layer its counts, then its columns with their types and
+    first rows side by side (one line per column, so a wide layer still fits a terminal)."""
+    parts: list[RenderableType] = [
+        Text(f"dry run on the first {result.sample_rows:,} source rows: nothing was created",
+             style="bold")]
+    for name, layer in result.layers.items():
+        parts.append(Text(""))
+        parts.append(Text.assemble(
+            (name, "bold cyan"), f"  {layer.rows:,} rows  {layer.rejects:,} rejects  "
+                                 f"{layer.deduped:,} deduped"))
+        parts.append(layer_sample_table(layer.columns, layer.sample[:show]))
+    return Group(*parts)
+
+
+def layer_sample_table(columns: Iterable[Any], rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False)
+    table.add_column("COLUMN", style="bold", no_wrap=True)
+    table.add_column("TYPE", style="dim", no_wrap=True)
+    for index in range(len(rows)):
+        table.add_column(f"ROW {index + 1}", no_wrap=True, overflow="ellipsis",
+                         max_width=CELL_WIDTH)
+    for column in columns:
+        table.add_row(column.name, column.type, *(_cell(row.get(column.name)) for row in rows))
+    return table
+
+
+def _cell(value: Any) -> Text:
+    """One value in a table of rows: NULL dimmed, nested values as JSON."""
+    if value is None:
+        return Text("NULL", style="dim")
+    return Text(json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list)
+                else str(value))
+
+
 def job_detail(job: Job) -> RenderableType:
     """`jobs get`: the job's facts, its layers and its conditions."""
     facts = Table.grid(padding=(0, 2))
@@ -217,10 +258,6 @@ def rows_table(rows: list[dict[str, Any]], width: int, first: int = 1) -> Render
             block.add_row(name, cell)
         blocks.append(block)
     return Group(*blocks)
-
-
-def _cell(value: Any) -> Text:
-    return Text("NULL", style="dim") if value is None else Text(str(value))
 
 
 def _size(n: int) -> str:

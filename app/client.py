@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
+from app.api.dry_run_schemas import DryRunPublic
 from app.api.pipeline_schemas import BackfillPublic, PipelineList, PipelinePublic, VersionList
 from app.api.schemas import EventList, EventPublic, JobList, JobPublic, LandingFilePublic
 from app.api.schemas import LandingList as _LandingList
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_URL",
     "Backfill",
     "Conflict",
+    "DryRun",
     "Event",
     "Job",
     "JobDeleted",
@@ -51,6 +53,7 @@ __all__ = [
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 Job = JobPublic
+DryRun = DryRunPublic
 Event = EventPublic
 LandingFile = LandingFilePublic
 Pipeline = PipelinePublic
@@ -164,6 +167,14 @@ class StrataClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return Job.model_validate(self.request("POST", "/v1/jobs", json=spec,
                                                headers=headers).json())
+
+    def dry_run(self, spec: dict[str, Any], sample_rows: int | None = None) -> DryRun:
+        """Try `spec` on its first `sample_rows` source rows (default 1,000); nothing is created."""
+        params: dict[str, Any] = {"dry_run": "true"}
+        if sample_rows is not None:
+            params["sample_rows"] = sample_rows
+        return DryRun.model_validate(self.request("POST", "/v1/jobs", json=spec,
+                                                  params=params).json())
 
     def get_job(self, job_id: str) -> Job:
         return Job.model_validate(self.request("GET", _job(job_id)).json())

@@ -12,11 +12,13 @@ does not leave the others running.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiolimiter import AsyncLimiter
@@ -27,7 +29,10 @@ from app.api.security import Principal, TokenTable
 from app.batch.client import BatchClient, make_http_client
 from app.domain.states import JobStatus
 from app.executor.app import ExecutorService
+from app.executor.engine.base import Engine
+from app.executor.engines import load_engine
 from app.metrics import Metrics
+from app.services.dry_runs import DryRunService
 from app.services.jobs import JobService
 from app.services.pipelines import PipelineService
 from app.settings import Settings
@@ -77,6 +82,8 @@ class Services:
     """PostgreSQL wake-ups from other processes; None on SQLite."""
     webhooks: WebhookRuntime
     """The webhook service the routes use and the dispatcher that sends the outbox."""
+    dry_runs: DryRunService
+    """Every layer of a spec on a sample, in a scratch folder; creates nothing."""
 
     @property
     def landing_dir(self) -> Path:
@@ -155,10 +162,38 @@ def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
                           has_input=landing_has_input(settings.landing_path()))
     webhooks = WebhookRuntime.from_settings(settings, sessions, metrics,
                                             auth_on=tokens is not None)
+    dry_runs = DryRunService(dry_run_engine(settings, executor), settings.landing_path(),
+                             charge_rate=jobs.charge_create_rate,
+                             memory_limit=settings.executor_memory_limit)
     return Services(settings=settings, tokens=tokens, db=db, reader=reader, sessions=sessions,
                     http=http, batch=batch, metrics=metrics, executor=executor, watcher=watcher,
                     jobs=jobs, pipelines=pipelines, scheduler=scheduler, listener=listener,
-                    webhooks=webhooks)
+                    webhooks=webhooks, dry_runs=dry_runs)
+
+
+def dry_run_engine(settings: Settings, executor: ExecutorService | None) -> Callable[[], Engine]:
+    """Dry runs use the embedded executor's engine, or load the configured one on first use."""
+    if executor is not None:
+        return lambda: executor.engine
+    return EngineOnDemand(settings)
+
+
+class EngineOnDemand:
+    """The configured engine, loaded by the first dry run and closed with the app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loaded: Engine | None = None
+
+    def __call__(self) -> Engine:
+        if self.loaded is None:
+            self.loaded = load_engine(self.settings)
+        return self.loaded
+
+    async def close(self) -> None:
+        close: Callable[[], Any] | None = getattr(self.loaded, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)  # e.g. stopping a SparkSession blocks
 
 
 @asynccontextmanager
@@ -186,6 +221,8 @@ async def run_services(services: Services) -> AsyncIterator[Services]:
         stack.push_async_callback(services.scheduler.stop)
         services.webhooks.start()
         stack.push_async_callback(services.webhooks.stop)
+        if isinstance(services.dry_runs.engine, EngineOnDemand):
+            stack.push_async_callback(services.dry_runs.engine.close)
         if services.listener is not None:
             services.listener.start()
             stack.push_async_callback(services.listener.stop)

@@ -11,6 +11,7 @@ from app.api.security import Principal
 from app.container import Services
 from app.domain.owners import LOCAL_OWNER
 from app.problems import ProblemError
+from app.services.dry_runs import DryRunService
 from app.services.jobs import JobService
 
 _bearer = HTTPBearer(auto_error=False, description="A token from STRATA_API_TOKENS.")
@@ -59,3 +60,10 @@ async def get_jobs(ctx: Context) -> JobService:
 
 
 Jobs = Annotated[JobService, Depends(get_jobs)]
+
+
+async def get_dry_runs(ctx: Context) -> DryRunService:
+    return ctx.dry_runs
+
+
+DryRuns = Annotated[DryRunService, Depends(get_dry_runs)]

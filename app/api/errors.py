@@ -27,6 +27,7 @@ from app.domain.pipelines import (
 )
 from app.domain.webhooks import UrlRefused, WebhookNotFound
 from app.problems import FieldError, problem_response
+from app.services.dry_runs import DryRunRefused
 from app.store.landing import UploadTooLarge
 
 
@@ -80,3 +81,12 @@ DOMAIN_ERROR_HANDLERS.update({
     ParameterProblem: _bad_parameters,
     BackfillRefused: _backfill_refused,
 })
+
+
+async def _dry_run_refused(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DryRunRefused)
+    return problem_response(422, str(exc), title="Dry run refused",
+                            errors=[FieldError(field=exc.field, message=exc.message)])
+
+
+DOMAIN_ERROR_HANDLERS[DryRunRefused] = _dry_run_refused

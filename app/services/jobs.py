@@ -133,6 +133,11 @@ class JobService:
         return job, True
 
     async def _check_limits(self, owner: str) -> None:
+        await self.charge_create_rate(owner)
+        await self._check_in_flight(owner)
+
+    async def charge_create_rate(self, owner: str) -> None:
+        """Take one create from the owner's per-minute rate (dry runs share it), or 429."""
         if self.creates_per_minute is not None:
             limiter = self._rates.setdefault(owner, AsyncLimiter(self.creates_per_minute, 60))
             if not limiter.has_capacity():
@@ -140,6 +145,8 @@ class JobService:
                     f"owner {owner!r} may create {self.creates_per_minute:g} jobs per minute",
                     retry_after=max(1, round(60 / self.creates_per_minute)))
             await limiter.acquire()
+
+    async def _check_in_flight(self, owner: str) -> None:
         if self.max_in_flight is not None:
             async with self.sessions() as session:
                 in_flight = await store.count_in_flight(session, owner)

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.domain.parameters import TypedValue
+from app.domain.params import JobParams
 from app.domain.pipelines import (
     BackfillNotFound,
     BackfillRefused,
@@ -207,18 +209,28 @@ class PipelineService:
     async def run(self, owner: str, name: str, given: dict[str, Any],
                   idempotency_key: str | None = None) -> tuple[Job, bool]:
         """A manual run: `run_time` is now; an Idempotency-Key guards (name, parameters)."""
-        async with self.sessions() as session:
-            pipeline = await self._load(session, owner, name)
-        spec = spec_of(pipeline)
-        values = resolve_parameters(spec, given, self.clock())
-        params = render_params(spec, values)
+        pipeline, params, values = await self._manual_run(owner, name, given)
         new = NewJob(
-            name=pipeline.name, description=spec.description, params=params,
+            name=pipeline.name, description=spec_of(pipeline).description, params=params,
             pipeline=run_record(pipeline, "manual", None, to_json(values)),
             pipeline_id=pipeline.id,
             request_body={"pipeline": pipeline.name, "parameters": given},
         )
         return await self.jobs.create(owner, new, idempotency_key)
+
+    async def plan_run(self, owner: str, name: str, given: dict[str, Any]
+                       ) -> tuple[JobParams, dict[str, TypedValue]]:
+        """What a manual run would run, checked as `run` checks it, creating nothing (dry runs)."""
+        _, params, values = await self._manual_run(owner, name, given)
+        return params, values
+
+    async def _manual_run(self, owner: str, name: str, given: dict[str, Any]
+                          ) -> tuple[Pipeline, JobParams, dict[str, TypedValue]]:
+        async with self.sessions() as session:
+            pipeline = await self._load(session, owner, name)
+        spec = spec_of(pipeline)
+        values = resolve_parameters(spec, given, self.clock())
+        return pipeline, render_params(spec, values), values
 
     # --- backfills ---------------------------------------------------------------------------
 

@@ -194,6 +194,30 @@ async def test_sql_parameters_are_bound_as_typed_values_not_spliced(
     assert counts["north"] > 0 and counts["evil"] == 0
 
 
+async def test_a_dry_run_of_a_pipeline_binds_its_parameters_and_creates_nothing(
+    api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing" / "orders" / "2026-01-05"
+    landing.mkdir(parents=True)
+    shutil.copy(EXAMPLES / "orders" / "orders_0001.csv", landing)
+    params = {"source": {"path": "orders/{day}/*.csv", "options": {"header": True,
+                                                                   "all_varchar": True}},
+              "layers": {"dwd": {"sql": "SELECT * FROM ods WHERE region = $region"},
+                         "dws": {"sql": "SELECT count(*) AS n, $day AS day FROM dwd"}}}
+    await put(api, schedule=None, params=params,
+              parameters={"day": {"type": "date"}, "region": {"type": "string"}})
+    url = "/v1/pipelines/orders-daily/runs?dry_run=true&sample_rows=200"
+    tried = await api.post(url, json={"parameters": {"day": "2026-01-05", "region": "north"}})
+    assert tried.status_code == 200, tried.text
+    layers = tried.json()["layers"]
+    assert layers["ods"]["rows"] == 200
+    assert 0 < layers["dwd"]["rows"] < 200
+    assert layers["dws"]["sample"] == [{"n": layers["dwd"]["rows"], "day": "2026-01-05"}]
+    assert (await api.get("/v1/jobs", params={"pipeline": "orders-daily"})).json()["total"] == 0
+    missing = assert_problem(await api.post(url, json={"parameters": {"day": "2026-01-05"}}), 422)
+    assert "region" in missing["detail"]
+
+
 TOKENS = {"alice": "alice-token-123", "bob": "bob-token-4567"}
 
 

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from app.api.deps import Caller, Jobs
+from app.api.deps import Caller, DryRuns, Jobs
+from app.api.dry_run_schemas import DryRunPublic
 from app.api.schemas import (
     EventList,
     EventPublic,
@@ -24,6 +25,7 @@ from app.api.schemas import (
 from app.domain.errors import JobNotFound
 from app.domain.states import STOPPED_STATUSES, JobStatus
 from app.problems import PROBLEM_RESPONSES
+from app.services.dry_runs import SAMPLE_ROWS_DEFAULT, SAMPLE_ROWS_MAX
 from app.services.jobs import NewJob
 from app.services.layers import layer_rows
 from app.store.models import Job
@@ -36,14 +38,27 @@ IdempotencyKey = Annotated[
            description="Same key and body → the same job (200); same key, other body → 409."),
 ]
 
+SampleRows = Annotated[int, Query(ge=1, le=SAMPLE_ROWS_MAX,
+                                  description="Source rows a dry run reads.")]
+DRY_RUN_DOC = ("Create nothing: run every layer on the first `sample_rows` source rows in a "
+               "scratch folder and answer 200 with each layer's columns, counts and first rows.")
+
 
 @router.post("", status_code=status.HTTP_201_CREATED, operation_id="create_job",
              response_model=JobPublic,
-             responses={200: {"model": JobPublic, "description": "Replay of an earlier create"}})
+             responses={200: {"model": JobPublic | DryRunPublic,
+                              "description": "Replay of an earlier create (a job), or the "
+                                             "result of a dry run"}})
 async def create_job(
-    body: JobCreate, caller: Caller, jobs: Jobs, idempotency_key: IdempotencyKey = None,
+    body: JobCreate, caller: Caller, jobs: Jobs, dry_runs: DryRuns,
+    idempotency_key: IdempotencyKey = None,
+    dry_run: Annotated[bool, Query(description=DRY_RUN_DOC)] = False,
+    sample_rows: SampleRows = SAMPLE_ROWS_DEFAULT,
 ) -> Response:
-    """Submit a job; the watcher starts it at once."""
+    """Submit a job; the watcher starts it at once. With `dry_run=true`, try it instead."""
+    if dry_run:
+        result = await dry_runs.dry_run(caller.owner, body.params, sample_rows=sample_rows)
+        return JSONResponse(DryRunPublic.of(result).model_dump(mode="json"))
     new = NewJob(name=body.name, description=body.description, params=body.params,
                  suspend=body.suspend)
     job, created = await jobs.create(caller.owner, new, idempotency_key)

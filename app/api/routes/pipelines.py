@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi.responses import JSONResponse
 
-from app.api.deps import Caller, Context
+from app.api.deps import Caller, Context, DryRuns
+from app.api.dry_run_schemas import DryRunPublic
 from app.api.pipeline_schemas import (
     BackfillCreate,
     BackfillPublic,
@@ -17,10 +19,11 @@ from app.api.pipeline_schemas import (
     VersionPublic,
     parse_moment,
 )
-from app.api.routes.jobs import IdempotencyKey
+from app.api.routes.jobs import DRY_RUN_DOC, IdempotencyKey, SampleRows
 from app.api.schemas import JobPublic, job_response
 from app.domain.pipelines import PIPELINE_NAME, BackfillRefused, PipelineSpec
 from app.problems import PROBLEM_RESPONSES
+from app.services.dry_runs import SAMPLE_ROWS_DEFAULT
 from app.services.pipelines import PipelineService
 
 router = APIRouter(prefix="/v1/pipelines", tags=["pipelines"], responses=PROBLEM_RESPONSES)
@@ -94,13 +97,21 @@ async def resume_pipeline(name: Name, caller: Caller, pipelines: Pipelines) -> P
 
 @router.post("/{name}/runs", status_code=status.HTTP_201_CREATED, operation_id="run_pipeline",
              response_model=JobPublic,
-             responses={200: {"model": JobPublic, "description": "Replay of an earlier run"}})
+             responses={200: {"model": JobPublic | DryRunPublic,
+                              "description": "Replay of an earlier run, or a dry run"}})
 async def run_pipeline(
-    name: Name, caller: Caller, pipelines: Pipelines, body: RunCreate | None = None,
-    idempotency_key: IdempotencyKey = None,
+    name: Name, caller: Caller, pipelines: Pipelines, dry_runs: DryRuns,
+    body: RunCreate | None = None, idempotency_key: IdempotencyKey = None,
+    dry_run: Annotated[bool, Query(description=DRY_RUN_DOC)] = False,
+    sample_rows: SampleRows = SAMPLE_ROWS_DEFAULT,
 ) -> Response:
-    """Run the current version now with these parameters: a normal job, which records them."""
+    """Run the current version now with these parameters: a normal job, which records them.
+    With `dry_run=true`, try the run on a sample instead."""
     given = body.parameters if body is not None else {}
+    if dry_run:
+        params, values = await pipelines.plan_run(caller.owner, name, given)
+        result = await dry_runs.dry_run(caller.owner, params, values, sample_rows=sample_rows)
+        return JSONResponse(DryRunPublic.of(result).model_dump(mode="json"))
     job, created = await pipelines.run(caller.owner, name, given, idempotency_key)
     return job_response(job, status.HTTP_201_CREATED if created else status.HTTP_200_OK,
                         headers={"Location": f"/v1/jobs/{job.id}"})

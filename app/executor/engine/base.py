@@ -34,6 +34,10 @@ class StageRequest:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     """The run's typed parameters as Python values; user SQL reads one as `$name`, bound as a
     value (never spliced as text)."""
+    sample_rows: int | None = None
+    """A dry run: LandingToODS reads only the first N source rows, in file-name then line order
+    (by `_source_file`, then `_row_number`); None reads them all. Later stages read their input
+    layer whole."""
 
     @property
     def job_dir(self) -> Path:

@@ -20,8 +20,9 @@ What a stage does (DESIGN.md, `params`):
   1-based row number within its file, in file order). CSV and JSONL files are read one by one with
   `row_number() OVER ()` (a streaming window, which DuckDB always runs in source order) and combined
   with `UNION ALL BY NAME`; Parquet files are read in one scan with the reader's virtual columns
-  `file_index` and `file_row_number`. Other stages read the previous layer's Parquet files under
-  its name (`ods`, `dwd`, `dws`).
+  `file_index` and `file_row_number`. A dry run (`sample_rows`) cuts each file after its first N
+  rows and keeps the first N of those by `_source_file`, then `_row_number`. Other stages read the
+  previous layer's Parquet files under its name (`ods`, `dwd`, `dws`).
 * `sql` (or `SELECT * FROM <input>`), then `dedupe`, then `checks`. Without dedupe and checks the
   result streams straight into the Parquet writer. Otherwise it is materialised once in a temp
   table (in memory, spilling to `spill/`), the winners of the dedupe are picked on narrow columns
@@ -328,6 +329,7 @@ class _StageRun:
             options.append(f", {key} = {sql_value(value)}")
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(sep=" ")
         ingested = f"TIMESTAMP {sql_string(now)}"
+        sample = self.ctx.sample_rows
         if source.format == "parquet":
             paths = ", ".join(sql_string(str(p)) for p in inputs.files)
             names = ", ".join(sql_string(n) for n in inputs.names)
@@ -336,15 +338,33 @@ class _StageRun:
                 f"{ingested} AS _ingested_at, (file_row_number + 1)::BIGINT AS _row_number "
                 f"FROM read_parquet([{paths}]{''.join(options)})"
             )
+            if sample is not None:
+                body += (
+                    f" WHERE file_row_number < {int(sample)} "
+                    f"ORDER BY file_index, file_row_number LIMIT {int(sample)}"
+                )
         else:
             function = "read_json" if source.format == "jsonl" else "read_csv"
             extra = ", format = 'newline_delimited'" if source.format == "jsonl" else ""
-            body = "\nUNION ALL BY NAME\n".join(
+            branches = [
                 f"SELECT *, {sql_string(n)} AS _source_file, {ingested} AS _ingested_at, "
                 f"row_number() OVER () AS _row_number "
                 f"FROM {function}({sql_string(str(path))}{extra}{''.join(options)})"
                 for n, path in zip(inputs.names, inputs.files, strict=True)
-            )
+            ]
+            if sample is not None:
+                # each file stops after its first N lines; then the first N in name/line order
+                branches = [
+                    f"(SELECT * FROM ({branch}) WHERE _row_number <= {int(sample)} "
+                    f"LIMIT {int(sample)})"
+                    for branch in branches
+                ]
+            body = "\nUNION ALL BY NAME\n".join(branches)
+            if sample is not None:
+                body = (
+                    f"SELECT * FROM (\n{body}\n) "
+                    f"ORDER BY _source_file, _row_number LIMIT {int(sample)}"
+                )
         return f"WITH {name} AS (\n{body}\n)\n"
 
     def _check_lineage(self, out_dir: Path) -> None:

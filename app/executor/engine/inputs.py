@@ -83,6 +83,27 @@ def landing_inputs(
     return StageInputs(files, names, estimate_lines(files, source), exact=False)
 
 
+def sample_inputs(inputs: StageInputs, rows: int, source: Source) -> StageInputs:
+    """The landing inputs of a dry run that reads only the first `rows` source rows.
+
+    Parquet files past those rows are dropped (their footers say how many rows each holds); text
+    files cannot be counted without reading them, so the engine cuts those as it reads.
+    """
+    if source.format != "parquet":
+        total = min(inputs.total, rows) if inputs.total else 0
+        return StageInputs(inputs.files, inputs.names, total, exact=False)
+    files: list[Path] = []
+    names: list[str] = []
+    seen = 0
+    for path, name in zip(inputs.files, inputs.names, strict=True):
+        if seen >= rows:
+            break
+        files.append(path)
+        names.append(name)
+        seen += parquet_rows([path])
+    return StageInputs(files, names, min(seen, rows), exact=True)
+
+
 def layer_inputs(
     warehouse_dir: Path, job_id: str, input_layer: str, replacements: Sequence[tuple[str, str]]
 ) -> StageInputs:

@@ -4,7 +4,9 @@
 
 1. refuse a cancelled stage, a job id that cannot name a folder, and (`_compile`, the engine's
    own SQL checks) bad user SQL, all before any file is touched;
-2. find the inputs (`inputs`: the landing glob or the previous layer's Parquet files);
+2. find the inputs (`inputs`: the landing glob or the previous layer's Parquet files); a dry run
+   (`StageRequest.sample_rows`) keeps only the first N landing rows in file-name then line order,
+   and the engine's landing relation holds only those (`StageContext.sample_rows`);
 3. in a scratch folder (`layout.work_dir`), `_execute` writes `out/` and, with checks, `rejects/`
    and returns the counts; rows + rejects + deduped must equal the rows after sql;
 4. `publish` swaps the new folders into place atomically; the scratch folder goes whatever
@@ -38,7 +40,12 @@ from app.executor.engine.base import (
     StageFailed,
     StageRequest,
 )
-from app.executor.engine.inputs import StageInputs, landing_inputs, layer_inputs
+from app.executor.engine.inputs import (
+    StageInputs,
+    landing_inputs,
+    layer_inputs,
+    sample_inputs,
+)
 from app.executor.engine.progress import Reporter
 from app.executor.engine.publish import publish_stage
 
@@ -73,6 +80,15 @@ class StageContext:
     @property
     def parameters(self) -> Mapping[str, Any]:
         return self.request.parameters
+
+    @property
+    def sample_rows(self) -> int | None:
+        """A dry run's cut of the landing rows (file-name then line order); None: every row."""
+        if self.stage is not Stage.LANDING_TO_ODS or self.request.sample_rows is None:
+            return None
+        if self.request.sample_rows < 1:
+            raise StageFailed("sample_rows must be at least 1")
+        return self.request.sample_rows
 
     @property
     def label(self) -> str:
@@ -260,5 +276,8 @@ class StageEngine(ABC):
 
 def stage_inputs(ctx: StageContext) -> StageInputs:
     if ctx.stage is Stage.LANDING_TO_ODS:
-        return landing_inputs(ctx.landing_dir, ctx.request.params.source, ctx.replacements)
+        source = ctx.request.params.source
+        inputs = landing_inputs(ctx.landing_dir, source, ctx.replacements)
+        sample = ctx.sample_rows
+        return inputs if sample is None else sample_inputs(inputs, sample, source)
     return layer_inputs(ctx.warehouse_dir, ctx.request.job_id, ctx.input_layer, ctx.replacements)

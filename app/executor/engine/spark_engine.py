@@ -249,6 +249,8 @@ class SparkEngine(StageEngine):
                     spark, source, inputs, parse_all=bool(source_spec.options.get("ignore_errors"))
                 )
                 ctx.check_lineage_columns(source.columns)
+                if ctx.sample_rows is not None:  # a dry run: the first N in name/line order
+                    source = source.orderBy("_source_file", "_row_number").limit(ctx.sample_rows)
                 start, width = 30.0, 70.0
             else:
                 source = spark.read.parquet(*(str(p) for p in inputs.files))

@@ -418,3 +418,30 @@ def test_a_stage_cancelled_before_it_starts_does_nothing(
     with pytest.raises(StageCancelled):
         spark_engine.run_stage(request, lambda p: None, token)
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_dry_run_on_spark_samples_and_counts_as_on_duckdb(
+    spark_engine: SparkEngine, orders: tuple[Path, list[dict[str, Any]]], params: JobParams,
+    tmp_path: Path,
+) -> None:
+    from app.executor.engine.duckdb_engine import DuckDBEngine
+    from app.services.dry_runs import DryRunService
+
+    landing = orders[0]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    on_spark = await DryRunService(lambda: spark_engine, landing, scratch_dir=scratch).dry_run(
+        "local", params, sample_rows=1500)
+    on_duckdb = await DryRunService(lambda: DuckDBEngine(), landing).dry_run(
+        "local", params, sample_rows=1500)
+    assert on_spark.layers["ods"].rows == 1500
+    for layer in ("ods", "dwd", "dws", "ds"):
+        spark, duck = on_spark.layers[layer], on_duckdb.layers[layer]
+        assert (spark.rows, spark.rejects, spark.deduped) == (duck.rows, duck.rejects,
+                                                             duck.deduped), layer
+        assert [c["name"] for c in spark.columns] == [c["name"] for c in duck.columns], layer
+    def keys(sample: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [(r["event_date"], r["region"], r["order_count"]) for r in sample]
+
+    assert keys(on_spark.layers["ds"].sample) == keys(on_duckdb.layers["ds"].sample)
+    assert sorted(p.name for p in scratch.iterdir()) == []
