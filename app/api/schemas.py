@@ -6,14 +6,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import to_json
 
-from app.domain.fsm import allowed_actions
+from app.domain.conditions import Condition
 from app.domain.parameters import TypedValue
 from app.domain.params import JobParams
 from app.domain.states import JobStatus
+from app.store.documents import job_document
 from app.store.jobs import JobRow
 from app.store.landing import LandedFile
 from app.store.models import Job, JobEvent
@@ -61,14 +62,6 @@ class JobUpdate(BaseModel):
 Action = Literal["cancel", "suspend", "resume", "retry"]
 
 
-class Condition(BaseModel):
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str
-    last_transition_time: datetime
-
-
 class PipelineRun(BaseModel):
     """What made a pipeline's run: fixed when the run is created."""
 
@@ -111,28 +104,6 @@ class JobPublic(BaseModel):
 class JobList(BaseModel):
     total: int
     jobs: list[JobPublic]
-
-
-_CONDITIONS: TypeAdapter[list[Condition]] = TypeAdapter(list[Condition])
-
-
-def job_document(job: Job | JobRow) -> dict[str, Any]:
-    """A `JobPublic` document straight from the stored job, for the hot read paths.
-
-    The params were validated into `JobParams` and dumped when the job was written, so reading
-    them back through the model on every GET only burns CPU; validating this document as a
-    `JobPublic` and dumping it gives it back unchanged (a test keeps it so).
-    """
-    return {
-        "job_id": job.id, "name": job.name, "description": job.description,
-        "owner": job.owner, "status": job.status, "suspend": job.suspend,
-        "allowed_actions": list(allowed_actions(job.status, job.suspend)),
-        "params": job.params, "results": job.results,
-        "conditions": _CONDITIONS.validate_python(job.conditions),
-        "attempt": job.attempt, "created_at": job.created_at, "updated_at": job.updated_at,
-        "started_at": job.started_at, "ended_at": job.ended_at,
-        "pipeline": job.pipeline,
-    }
 
 
 class JsonDocument(Response):

@@ -7,7 +7,9 @@ that keeps saying the same thing does not look like news.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
@@ -17,6 +19,15 @@ SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 CANCELLED = "Cancelled"
 SUSPENDED = "Suspended"
+
+
+# One condition as a job document shows it (no docstring: it would enter the OpenAPI schema).
+class Condition(BaseModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+    last_transition_time: datetime
 
 
 def set_condition(

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from app.domain.webhooks import event_type_of
+from app.store.documents import job_document
 from app.store.models import Job, JobEvent, Webhook, WebhookDelivery
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
@@ -85,14 +86,6 @@ def _wants(hook: Webhook, event_type: str, pipeline: str | None) -> bool:
     return event_type in hook.events and (hook.pipeline is None or hook.pipeline == pipeline)
 
 
-def _document(job: Any) -> dict[str, Any]:
-    # the API's one mapping from a stored job to its document; imported here, not at the top,
-    # because the API's schemas import this package
-    from app.api.schemas import job_document
-
-    return job_document(job)
-
-
 async def enqueue(session: AsyncSession, hooks: Iterable[Webhook], event_type: str,
                   data: Any, at: datetime, job_id: str | None = None) -> int:
     """Write one pending delivery per webhook of the message `{type, timestamp, data}`."""
@@ -140,7 +133,7 @@ async def enqueue_for_events(session: AsyncSession, events: Sequence[JobEvent]) 
             assert event_type is not None
             wanted = [h for h in hooks if _wants(h, event_type, pipeline)]
             if wanted:
-                document = document or _document(job)
+                document = document or job_document(job)
                 queued += await enqueue(session, wanted, event_type, document, event.at, job_id)
     if queued:
         await session.flush()
