@@ -45,6 +45,7 @@ from app.store import pipelines as store
 from app.store.db import transaction
 from app.store.models import Pipeline, PipelineTick
 from app.store.types import utcnow
+from app.watcher.loop import PassLoop
 
 log = logging.getLogger("strata.scheduler")
 
@@ -77,35 +78,25 @@ class Scheduler:
         self.has_input = has_input
         self.fault = fault
         self.batch_limit = batch_limit
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = PassLoop("strata-scheduler")
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
     def start(self) -> None:
-        if self._task is None:
-            self._stopping.clear()
-            self._task = asyncio.create_task(self._run(), name="strata-scheduler")
+        self._loop.start(self._run)
 
     async def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
 
     async def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
+        while not self._loop.stopping.is_set():
+            self._loop.begin_pass()
             try:
                 await self.run_once()
             except Exception:
                 log.exception("scheduler pass failed; trying again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
+            await self._loop.sleep(self.interval)
 
     async def run_once(self) -> None:
         """One pass: due ticks, backfills, history."""

@@ -13,7 +13,6 @@ and released on a clean stop; a dead replica's leases lapse and another replica 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -29,6 +28,7 @@ from app.store.db import transaction
 from app.store.models import Job
 from app.store.types import utcnow
 from app.watcher.event import StageDriver
+from app.watcher.loop import PassLoop
 
 log = logging.getLogger("strata.watcher")
 
@@ -60,9 +60,7 @@ class Watcher:
         self.owner = owner or replica_id()
         self.clock = clock
         self.metrics = metrics or driver.metrics
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = PassLoop("strata-watcher")
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(max_workers)
         self._hot: set[str] = set()
@@ -75,25 +73,19 @@ class Watcher:
             self._full_pass = True
         else:
             self._hot.add(job_id)
-        self._wake.set()
+        self._loop.wake()
 
     @property
     def started(self) -> bool:
         """Its loop runs: started and not yet stopped."""
-        return self._task is not None
+        return self._loop.started
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="strata-watcher")
+        self._loop.start(self._run)
 
     async def stop(self) -> None:
         """Stop dispatching, let running advances finish, and hand back this replica's leases."""
-        self._stopping.set()
-        self._wake.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._loop.stop()
         if self._inflight:
             await asyncio.gather(*self._inflight.values(), return_exceptions=True)
         try:
@@ -105,8 +97,8 @@ class Watcher:
     async def _run(self) -> None:
         failures = 0
         self._full_pass = True
-        while not self._stopping.is_set():
-            self._wake.clear()
+        while not self._loop.stopping.is_set():
+            self._loop.begin_pass()
             hot, self._hot = self._hot, set()
             full, self._full_pass = self._full_pass, False
             try:
@@ -116,9 +108,7 @@ class Watcher:
                 failures += 1
                 log.exception("watcher pass failed (%d in a row); trying again", failures)
             delay = self.interval if failures == 0 else min(self.interval * 2**failures, 30.0)
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except TimeoutError:
+            if not await self._loop.sleep(delay):
                 self._full_pass = True  # the poll: every runnable job is looked at
 
     async def tick(self) -> int:
