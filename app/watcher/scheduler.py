@@ -39,9 +39,11 @@ from app.domain.params import JobParams
 from app.domain.pipelines import ParameterProblem, PipelineSpec, render_params, resolve_parameters
 from app.domain.schedule import Schedule, next_tick, ticks_after
 from app.domain.states import JobStatus
+from app.domain.webhooks import EventType
 from app.faults import crash_point
 from app.services.pipelines import PipelineService, create_tick_run, spec_of
 from app.store import pipelines as store
+from app.store import webhooks
 from app.store.db import transaction
 from app.store.models import Pipeline, PipelineTick
 from app.store.types import utcnow
@@ -145,12 +147,22 @@ class Scheduler:
 
     async def _record(self, pipeline: Pipeline, at: datetime, outcome: str,
                       now: datetime) -> bool:
-        """Record a tick that runs nothing; False when it was decided already."""
+        """Record a tick that runs nothing; False when it was decided already.
+
+        A missed tick is reported to the owner's `pipeline.tick_missed` webhooks in the same
+        transaction (the outbox), so the message exists exactly when the tick row does.
+        """
         try:
             async with transaction(self.sessions) as session:
                 await store.insert_tick(session, PipelineTick(
                     pipeline_id=pipeline.id, scheduled_for=at, trigger="schedule",
                     outcome=outcome, decided_at=now))
+                if outcome == "missed":
+                    await webhooks.enqueue_for_owner(
+                        session, pipeline.owner, EventType.PIPELINE_TICK_MISSED.value,
+                        {"pipeline": pipeline.name, "version": pipeline.version,
+                         "scheduled_for": at, "outcome": outcome},
+                        now, pipeline=pipeline.name)
         except IntegrityError:
             return False
         if outcome == "missed":

@@ -4,6 +4,7 @@ exactly-once under races and crashes, backfills and history limits. No sleeping.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,10 +19,12 @@ from sqlmodel import col
 from app.domain.params import JobParams
 from app.domain.pipelines import PipelineSpec
 from app.domain.states import JobStatus
+from app.domain.webhooks import EventType
 from app.services.jobs import JobService
 from app.services.pipelines import PipelineService
+from app.services.webhooks import NewWebhook, WebhookService
 from app.store.db import create_engine, session_factory, transaction
-from app.store.models import Job, JobEvent, Pipeline, PipelineTick
+from app.store.models import Job, JobEvent, Pipeline, PipelineTick, WebhookDelivery
 from app.watcher.scheduler import Scheduler, landing_has_input
 
 
@@ -370,3 +373,19 @@ async def test_ticks_that_ran_nothing_are_forgotten_beyond_the_newest_hundred(
     ticks = await world.ticks()
     assert ticks == {utc(2026, 1, 5, 12, 1): "created",
                      **{utc(2026, 1, 5, 12, m): "skipped_overlap" for m in (5, 6, 7)}}
+
+
+async def test_a_missed_tick_is_queued_for_the_owners_tick_missed_webhooks(world: World) -> None:
+    hooks = WebhookService(world.sessions)
+    wanted = await hooks.create("local", NewWebhook("http://127.0.0.1:9/missed",
+                                                    [EventType.PIPELINE_TICK_MISSED], "nightly"))
+    await hooks.create("local", NewWebhook("http://127.0.0.1:9/other",
+                                           [EventType.PIPELINE_TICK_MISSED], "another"))
+    await world.apply(interval_seconds=60, starting_deadline_seconds=10)
+    await world.pass_at(utc(2026, 1, 5, 12, 1, 30))
+    async with world.sessions() as session:
+        rows = (await session.execute(select(WebhookDelivery))).scalars().all()
+    assert [(r.webhook_id, r.type) for r in rows] == [(wanted.id, "pipeline.tick_missed")]
+    body = json.loads(rows[0].body)
+    assert body["data"]["pipeline"] == "nightly"
+    assert body["data"]["scheduled_for"] == "2026-01-05T12:01:00Z"
