@@ -26,6 +26,7 @@ from app.executor.app import ExecutorService, create_executor_app
 from app.logs import RequestIdMiddleware
 from app.metrics import Metrics
 from app.problems import PlainErrorsAsProblems, install_problem_handlers, use_problem_schemas
+from app.services.inputs import InputClaimer
 from app.services.jobs import JobService
 from app.services.pipelines import PipelineService
 from app.settings import Settings
@@ -97,7 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              max_in_flight=settings.max_jobs_in_flight,
                              creates_per_minute=settings.creates_per_minute, metrics=metrics,
                              reader=reader)
-    pipeline_service = PipelineService(sessions, job_service)
+    pipeline_service = PipelineService(sessions, job_service,
+                                       inputs=InputClaimer(landing_dir))
     scheduler = Scheduler(pipeline_service, warehouse_dir=warehouse_dir,
                           interval=settings.scheduler_interval,
                           has_input=landing_has_input(landing_dir))

@@ -51,11 +51,25 @@ class Source(_Strict):
     format: Literal["csv", "jsonl", "parquet"] = "csv"
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="Reader options, e.g. header, delimiter.")
+    mode: Literal["all", "new_files"] = Field(default="all", description=(
+        "`all`: every matching file. `new_files` (pipelines only): the matching files no "
+        "Succeeded run of the pipeline consumed, claimed when the run is created."))
+    files: Annotated[list[Annotated[str, Field(min_length=1, max_length=1024)]] | None, Field(
+        max_length=100_000, description=(
+            "The exact files read, relative to the landing directory, instead of the glob; a "
+            "`new_files` run records the files it claimed here."))] = None
 
     @field_validator("path")
     @classmethod
     def _stays_in_landing(cls, value: str) -> str:
         check_relative_path(value)
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _files_stay_in_landing(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            check_relative_path(name)
         return value
 
     @model_validator(mode="after")

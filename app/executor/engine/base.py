@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from app.domain.params import JobParams
+from app.domain.params import JobParams, Source
 from app.domain.states import Stage
 
 LINEAGE_COLUMNS = ("_source_file", "_ingested_at", "_row_number")
@@ -42,6 +42,14 @@ class StageRequest:
         """The job id names a folder under the warehouse: refuse one that could leave it."""
         if not _JOB_ID.match(self.job_id) or self.job_id in (".", ".."):
             raise StageFailed(f"job id {self.job_id!r} cannot name a folder")
+
+
+def source_matches(landing_dir: Path, source: Source) -> list[Path]:
+    """The landing paths a stage reads: the claimed `files` of an incremental run (exactly
+    those, never the glob), else what `source.path` matches. The caller confines them."""
+    if source.files is not None:
+        return [landing_dir / name for name in source.files]
+    return list(landing_dir.glob(source.path))
 
 
 @dataclass(frozen=True)

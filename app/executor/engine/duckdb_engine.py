@@ -70,6 +70,7 @@ from app.executor.engine.base import (
     StageCancelled,
     StageFailed,
     StageRequest,
+    source_matches,
 )
 from app.executor.engine.sandbox import (
     SqlGuard,
@@ -435,7 +436,7 @@ class _StageRun:
             raise StageFailed("the landing directory does not exist")
         try:
             matches = sorted(
-                self.landing_dir.glob(source.path),
+                source_matches(self.landing_dir, source),
                 key=lambda p: p.relative_to(self.landing_dir).as_posix(),
             )
         except (ValueError, NotImplementedError) as exc:

@@ -53,6 +53,7 @@ from app.executor.engine.base import (
     StageCancelled,
     StageFailed,
     StageRequest,
+    source_matches,
 )
 
 log = logging.getLogger(__name__)
@@ -698,7 +699,8 @@ def _landing_files(request: StageRequest) -> list[_LandingFile]:
     if not landing.is_dir():
         raise StageFailed("the landing directory does not exist")
     try:
-        matches = sorted(landing.glob(source.path), key=lambda p: p.relative_to(landing).as_posix())
+        matches = sorted(source_matches(landing, source),
+                         key=lambda p: p.relative_to(landing).as_posix())
     except (ValueError, NotImplementedError) as exc:
         raise StageFailed(f"source path {source.path!r}: {exc}") from None
     files = []
