@@ -18,7 +18,7 @@ from sqlalchemy import text
 import app
 from app.api.deps import ApiContext
 from app.api.errors import DOMAIN_ERROR_HANDLERS
-from app.api.routes import jobs, landing, pipelines, system, ui
+from app.api.routes import jobs, landing, pipelines, system, tables, ui
 from app.api.security import TokenTable
 from app.batch.client import BatchClient, make_http_client
 from app.domain.states import JobStatus
@@ -168,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     use_problem_schemas(api)
     api.include_router(jobs.router)
     api.include_router(pipelines.router)
+    api.include_router(tables.router)
     api.include_router(landing.router)
     api.include_router(system.router)
     api.include_router(ui.router)

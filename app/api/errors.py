@@ -27,6 +27,7 @@ from app.domain.pipelines import (
 )
 from app.problems import FieldError, problem_response
 from app.store.landing import UploadTooLarge
+from app.tables.delta import TableNotFound
 
 
 def _handler(status: int, title: str, field: str | None = None) -> Callable[..., Any]:
@@ -86,6 +87,7 @@ async def _pipeline_only(request: Request, exc: Exception) -> JSONResponse:
 
 
 DOMAIN_ERROR_HANDLERS.update({
+    TableNotFound: _handler(404, "Table not found"),
     NoNewInput: _input_conflict,
     InputsTaken: _input_conflict,
     PipelineOnly: _pipeline_only,

@@ -49,7 +49,7 @@ class InputsTaken(StrataError):
 
 
 class PipelineOnly(StrataError):
-    """A plain job asked for what only a pipeline has (incremental input)."""
+    """A plain job asked for what only a pipeline has: incremental input or a table."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
@@ -57,8 +57,13 @@ class PipelineOnly(StrataError):
 
 
 def pipeline_only_fields(params: JobParams) -> None:
-    """Raise PipelineOnly when plain job params use `new_files`."""
+    """Raise PipelineOnly when plain job params use `new_files` or a layer `table`."""
     if params.source.mode == "new_files":
         raise PipelineOnly("params.source.mode", (
             "source.mode 'new_files' needs a pipeline (it takes the files no Succeeded run of "
             "the pipeline consumed); run it through /v1/pipelines/{name}/runs"))
+    for layer in ("ods", "dwd", "dws", "ds"):
+        if params.layers.get(layer).table is not None:
+            raise PipelineOnly(f"params.layers.{layer}.table", (
+                f"layers.{layer}.table needs a pipeline: a table collects the runs of one "
+                "pipeline"))

@@ -110,12 +110,35 @@ class Output(_Strict):
     format: Literal["parquet"] = "parquet"
 
 
+class Table(_Strict):
+    """How a pipeline run's layer output goes into the pipeline's table (Delta Lake)."""
+
+    mode: Literal["append", "merge", "replace_partitions"] = Field(default="append", description=(
+        "`append` adds the rows; `merge` upserts by `keys` (the later commit wins); "
+        "`replace_partitions` overwrites the `partition_by` partitions the run's output holds."))
+    keys: Annotated[list[Annotated[str, Field(pattern=IDENTIFIER.pattern)]],
+                    Field(max_length=32)] = Field(default_factory=list)
+    partition_by: Annotated[list[Annotated[str, Field(pattern=IDENTIFIER.pattern)]],
+                            Field(max_length=8)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _mode_has_its_columns(self) -> Table:
+        if self.mode == "merge" and not self.keys:
+            raise ValueError("mode 'merge' needs keys: the columns that identify a row")
+        if self.mode == "replace_partitions" and not self.partition_by:
+            raise ValueError("mode 'replace_partitions' needs partition_by")
+        return self
+
+
 class Layer(_Strict):
     sql: Annotated[str | None, Field(max_length=MAX_SQL_LENGTH,
                                      description="One SELECT over the previous layer.")] = None
     checks: Annotated[list[Check], Field(max_length=100)] = Field(default_factory=list)
     dedupe: Dedupe | None = None
     output: Output | None = None
+    table: Table | None = Field(default=None, description=(
+        "Pipelines only: each Succeeded run commits this layer's output into the pipeline's "
+        "table."))
 
     @field_validator("checks")
     @classmethod
