@@ -9,12 +9,14 @@ import io
 from typing import Any
 
 import httpx
+import yaml
 
 from app.store.models import Job
 from app.tables.runs import commit_tables
 from tests.api.test_incremental_api import csv as readings
 from tests.api.test_incremental_api import finished
 from tests.api.test_jobs_api import assert_problem
+from tests.conftest import EXAMPLES
 
 PIPELINE = {"params": {
     "source": {"path": "readings/*.csv", "options": {"header": True}, "mode": "new_files"},
@@ -95,3 +97,25 @@ async def test_bad_layers_versions_and_pipelines_are_problems(api: httpx.AsyncCl
     refused = await api.put("/v1/pipelines/other", json={"params": {
         "source": {"path": "x/*.csv"}, "layers": {"ds": {"table": {"mode": "merge"}}}}})
     assert "keys" in assert_problem(refused, 422)["detail"]
+
+
+async def test_the_incremental_example_merges_each_nights_new_orders(
+    api: httpx.AsyncClient,
+) -> None:
+    spec = yaml.safe_load((EXAMPLES / "orders_incremental.yaml").read_text())
+    name = spec.pop("name")
+    assert (await api.put(f"/v1/pipelines/{name}", json=spec)).status_code == 201
+    dwd_rows = []
+    for day, file in (("2026-01-05", "orders_0001.csv"), ("2026-01-06", "orders_0002.csv")):
+        body = (EXAMPLES / "orders" / file).read_bytes()
+        await api.put(f"/v1/landing/orders/{day}/{file}", content=body)
+        done = await finished(api, (await api.post(f"/v1/pipelines/{name}/runs")).json()["job_id"])
+        assert done["status"] == "Succeeded", done["conditions"]
+        assert [i["path"] for i in done["results"]["inputs"]] == [f"orders/{day}/{file}"]
+        dwd_rows.append(done["results"]["layers"]["dwd"]["rows"])
+    assert_problem(await api.post(f"/v1/pipelines/{name}/runs"), 409)
+    table = (await api.get(f"/v1/pipelines/{name}/tables/dwd",
+                           params={"limit": 1_000_000})).json()
+    ids = [row["order_id"] for row in table]
+    assert len(ids) == len(set(ids))  # merged by order_id
+    assert sum(dwd_rows) >= len(ids) >= max(dwd_rows)
