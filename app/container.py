@@ -33,6 +33,7 @@ from app.executor.engine.base import Engine
 from app.executor.engines import load_engine
 from app.metrics import Metrics
 from app.services.dry_runs import DryRunService
+from app.services.inputs import InputClaimer
 from app.services.jobs import JobService
 from app.services.pipelines import PipelineService
 from app.settings import Settings
@@ -156,7 +157,7 @@ def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
         executor.runner.on_finished = watcher.wake
     dsn = asyncpg_dsn(settings.database_url)
     listener = WakeListener(dsn, watcher.wake) if dsn else None
-    pipelines = PipelineService(sessions, jobs)
+    pipelines = PipelineService(sessions, jobs, inputs=InputClaimer(settings.landing_path()))
     scheduler = Scheduler(pipelines, warehouse_dir=settings.warehouse_path(),
                           interval=settings.scheduler_interval,
                           has_input=landing_has_input(settings.landing_path()))

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 import app
 from app.api.deps import install_services
 from app.api.errors import DOMAIN_ERROR_HANDLERS
-from app.api.routes import jobs, landing, pipelines, system, ui, webhooks
+from app.api.routes import jobs, landing, pipelines, system, tables, ui, webhooks
 from app.api.security import TokenTable
 from app.container import Services, build_services, run_services
 from app.executor.app import create_executor_app
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _include_routes(api: FastAPI, services: Services) -> None:
     api.include_router(jobs.router)
     api.include_router(pipelines.router)
+    api.include_router(tables.router)
     api.include_router(landing.router)
     api.include_router(system.router)
     api.include_router(ui.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from app.domain.errors import (
     OutputNotReady,
     TooManyRequests,
 )
+from app.domain.inputs import InputsTaken, NoNewInput, PipelineOnly
 from app.domain.pipelines import (
     BackfillNotFound,
     BackfillRefused,
@@ -29,6 +31,7 @@ from app.domain.webhooks import UrlRefused, WebhookNotFound
 from app.problems import FieldError, problem_response
 from app.services.dry_runs import DryRunRefused
 from app.store.landing import UploadTooLarge
+from app.tables.delta import TableNotFound
 
 
 def _handler(status: int, title: str, field: str | None = None) -> Callable[..., Any]:
@@ -75,7 +78,27 @@ async def _backfill_refused(request: Request, exc: Exception) -> JSONResponse:
                             errors=[FieldError(field=exc.field, message=str(exc))])
 
 
+async def _input_conflict(request: Request, exc: Exception) -> JSONResponse:
+    """409 with a `reason` member, so a client tells "nothing new" from "taken" without
+    parsing the detail."""
+    assert isinstance(exc, NoNewInput | InputsTaken)
+    response = problem_response(409, str(exc), title="No input for this run")
+    body = json.loads(bytes(response.body))
+    return JSONResponse({**body, "reason": exc.reason}, status_code=409,
+                        media_type=response.media_type)
+
+
+async def _pipeline_only(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PipelineOnly)
+    return problem_response(422, str(exc), title="Only a pipeline can do this",
+                            errors=[FieldError(field=exc.field, message=str(exc))])
+
+
 DOMAIN_ERROR_HANDLERS.update({
+    TableNotFound: _handler(404, "Table not found"),
+    NoNewInput: _input_conflict,
+    InputsTaken: _input_conflict,
+    PipelineOnly: _pipeline_only,
     PipelineNotFound: _handler(404, "Pipeline not found"),
     BackfillNotFound: _handler(404, "Backfill not found"),
     ParameterProblem: _bad_parameters,

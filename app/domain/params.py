@@ -99,6 +99,13 @@ class Source(_Strict):
     format: Literal["csv", "jsonl", "parquet"] = "csv"
     options: dict[str, Any] = Field(default_factory=dict,
                                     description="Reader options, e.g. header, delimiter.")
+    mode: Literal["all", "new_files"] = Field(default="all", description=(
+        "`all`: every matching file. `new_files` (pipelines only): the matching files no "
+        "Succeeded run of the pipeline consumed, claimed when the run is created."))
+    files: Annotated[list[Annotated[str, Field(min_length=1, max_length=1024)]] | None, Field(
+        max_length=100_000, description=(
+            "The exact files read, relative to the landing directory, instead of the glob; a "
+            "`new_files` run records the files it claimed here."))] = None
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: CoreSchema,
@@ -119,6 +126,13 @@ class Source(_Strict):
     @classmethod
     def _stays_in_landing(cls, value: str) -> str:
         check_relative_path(value)
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _files_stay_in_landing(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            check_relative_path(name)
         return value
 
     @model_validator(mode="after")
@@ -191,6 +205,26 @@ class Contract(_Strict):
         return resolved
 
 
+class Table(_Strict):
+    """How a pipeline run's layer output goes into the pipeline's table (Delta Lake)."""
+
+    mode: Literal["append", "merge", "replace_partitions"] = Field(default="append", description=(
+        "`append` adds the rows; `merge` upserts by `keys` (the later commit wins); "
+        "`replace_partitions` overwrites the `partition_by` partitions the run's output holds."))
+    keys: Annotated[list[Annotated[str, Field(pattern=IDENTIFIER.pattern)]],
+                    Field(max_length=32)] = Field(default_factory=list)
+    partition_by: Annotated[list[Annotated[str, Field(pattern=IDENTIFIER.pattern)]],
+                            Field(max_length=8)] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _mode_has_its_columns(self) -> Table:
+        if self.mode == "merge" and not self.keys:
+            raise ValueError("mode 'merge' needs keys: the columns that identify a row")
+        if self.mode == "replace_partitions" and not self.partition_by:
+            raise ValueError("mode 'replace_partitions' needs partition_by")
+        return self
+
+
 class Layer(_Strict):
     sql: Annotated[str | None, Field(max_length=MAX_SQL_LENGTH,
                                      description="One SELECT over the previous layer.")] = None
@@ -203,6 +237,9 @@ class Layer(_Strict):
                                       "more fails the stage (TooManyRejects)."),
     ] = None
     contract: Contract | None = None
+    table: Table | None = Field(default=None, description=(
+        "Pipelines only: each Succeeded run commits this layer's output into the pipeline's "
+        "table."))
 
     @field_validator("checks")
     @classmethod

@@ -25,10 +25,12 @@ from app.domain.errors import (
     OutputNotReady,
     TooManyRequests,
 )
+from app.domain.inputs import pipeline_only_fields
 from app.domain.params import JobParams
 from app.domain.states import STAGES, JobStatus, Stage
 from app.metrics import Metrics
 from app.services.transitions import change_job, fire
+from app.store import inputs as input_store
 from app.store import jobs as store
 from app.store import layers
 from app.store.db import read_retrying, transaction
@@ -52,6 +54,8 @@ class NewJob:
     pipeline_id: str | None = None
     request_body: dict[str, Any] | None = None
     """What an Idempotency-Key guards, when it is not the job itself (a pipeline run request)."""
+    claim: Callable[[AsyncSession, Job], Awaitable[None]] | None = None
+    """Claims the run's input in the create transaction, before the job is inserted."""
 
 
 def request_hash(new: NewJob) -> str:
@@ -100,6 +104,8 @@ class JobService:
     ) -> tuple[Job, bool]:
         """Create a job; with an idempotency key, replay returns the first job (created=False)."""
         digest = request_hash(new)
+        if new.pipeline_id is None:
+            pipeline_only_fields(new.params)
         if idempotency_key is not None:
             existing = await self._replay(owner, idempotency_key, digest)
             if existing is not None:
@@ -118,6 +124,8 @@ class JobService:
                          to_status=JobStatus.PENDING.value, attempt=1, message="", at=now)
         try:
             async with transaction(self.sessions) as session:
+                if new.claim is not None:
+                    await new.claim(session, job)
                 await store.insert_job(session, job, event)
                 await notify(session, job.id)
         except IntegrityError:
@@ -276,6 +284,8 @@ class JobService:
             if job is None:
                 raise JobNotFound(job_id)
             task_id = running_task_id(job)
+            if job.status != JobStatus.SUCCEEDED.value:  # an unfinished run's files go back
+                await input_store.release(session, job.id)
             await store.delete_job(session, job)
         if task_id:
             await self._cancel_task(task_id)

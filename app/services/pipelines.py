@@ -12,11 +12,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.domain.inputs import NoNewInput
 from app.domain.parameters import TypedValue
 from app.domain.params import JobParams
 from app.domain.pipelines import (
@@ -32,6 +34,7 @@ from app.domain.pipelines import (
 )
 from app.domain.schedule import next_tick, ticks_between
 from app.domain.states import JobStatus
+from app.services.inputs import InputClaimer
 from app.services.jobs import JobService, NewJob
 from app.store import jobs as job_store
 from app.store import pipelines as store
@@ -89,8 +92,11 @@ def run_record(pipeline: Pipeline, trigger: Trigger, scheduled_for: datetime | N
 async def create_tick_run(
     session: AsyncSession, pipeline: Pipeline, spec: PipelineSpec, scheduled_for: datetime,
     trigger: Trigger, now: datetime, job_id: str | None = None,
+    inputs: InputClaimer | None = None,
 ) -> Job:
-    """Insert the run of one tick (in the caller's transaction, beside its tick row)."""
+    """Insert the run of one tick (in the caller's transaction, beside its tick row).
+
+    A `new_files` run claims its files first: NoNewInput when there are none (nothing written)."""
     values = resolve_parameters(spec, {}, scheduled_for)
     params = render_params(spec, values)
     job = Job(
@@ -105,9 +111,17 @@ async def create_tick_run(
                      to_status=JobStatus.PENDING.value, attempt=1, at=now,
                      message=f"{trigger} run of {pipeline.name} v{pipeline.version} for "
                              f"{run_record(pipeline, trigger, scheduled_for, {})['scheduled_for']}")
+    if params.source.mode == "new_files":
+        await claimer(inputs).claim_for(session, job, pipeline.id)
     await job_store.insert_job(session, job, event)
     await notify(session, job.id)
     return job
+
+
+def claimer(inputs: InputClaimer | None) -> InputClaimer:
+    if inputs is None:
+        raise RuntimeError("a new_files run needs the service's landing directory (inputs=)")
+    return inputs
 
 
 @dataclass
@@ -115,6 +129,8 @@ class PipelineService:
     sessions: async_sessionmaker[AsyncSession]
     jobs: JobService
     clock: Callable[[], datetime] = field(default=utcnow)
+    inputs: InputClaimer | None = None
+    """Claims the files of `new_files` runs; required for them."""
 
     # --- the resource ------------------------------------------------------------------------
 
@@ -215,6 +231,8 @@ class PipelineService:
             pipeline=run_record(pipeline, "manual", None, to_json(values)),
             pipeline_id=pipeline.id,
             request_body={"pipeline": pipeline.name, "parameters": given},
+            claim=(partial(claimer(self.inputs).claim_for, pipeline_id=pipeline.id)
+                   if params.source.mode == "new_files" else None),
         )
         return await self.jobs.create(owner, new, idempotency_key)
 
@@ -295,7 +313,11 @@ class PipelineService:
                     continue
                 try:
                     await create_tick_run(session, pipeline, spec, tick.scheduled_for,
-                                          "backfill", now, job_id=job_id)
+                                          "backfill", now, job_id=job_id, inputs=self.inputs)
+                except NoNewInput:
+                    await store.take_tick(session, tick.id, expected=("created",),
+                                          values={"outcome": "skipped_no_input", "job_id": None})
+                    continue
                 except ParameterProblem as exc:
                     log.warning("backfill %s: tick %s cannot run: %s", backfill.id,
                                 tick.scheduled_for, exc)

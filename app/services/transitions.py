@@ -12,6 +12,7 @@ from statemachine.exceptions import TransitionNotAllowed
 
 from app.domain.errors import ConcurrentUpdate, IllegalAction, JobNotFound
 from app.domain.fsm import restore
+from app.services import inputs
 from app.store import jobs as store
 from app.store.db import transaction
 from app.store.models import Job, JobEvent
@@ -40,6 +41,7 @@ async def save(session: AsyncSession, job: Job, events: list[JobEvent]) -> Job:
     await store.save_job(session, job, job.version)
     if events:
         await store.add_events(session, events)
+        await inputs.on_transition(session, job, events)
     return job
 
 

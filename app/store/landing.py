@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +31,8 @@ class LandedFile:
     path: str
     size: int
     modified_at: datetime
+    sha256: str | None = None
+    """Known when the file was just written (hashed while it streamed in)."""
 
 
 def confined_path(root: Path, relative: str) -> Path:
@@ -86,17 +89,20 @@ async def write_stream(
         raise LandingPathRefused(relative[:80], "a name is too long for the file system") from exc
     temp = anyio.Path(target.parent / f".upload-{uuid.uuid4().hex}")
     written = 0
+    digest = hashlib.sha256()
     try:
         async with await anyio.open_file(temp, "wb") as out:
             async for chunk in chunks:
                 written += len(chunk)
                 if written > max_bytes:
                     raise UploadTooLarge(max_bytes)
+                digest.update(chunk)
                 await out.write(chunk)
         await anyio.to_thread.run_sync(os.replace, temp, target)
     finally:
         await temp.unlink(missing_ok=True)
-    return await anyio.to_thread.run_sync(_landed, relative, target), not existed
+    landed = await anyio.to_thread.run_sync(_landed, relative, target)
+    return replace(landed, sha256=digest.hexdigest()), not existed
 
 
 class UploadTooLarge(Exception):

@@ -1,5 +1,5 @@
 """The tables: jobs, their events, the executor's tasks, pipelines with their ticks, webhooks
-and their deliveries.
+and their deliveries, and the landing manifest with the input claims of incremental runs.
 
 Alembic migrations in `migrations/` are the only way this schema is created; a test checks that
 these models and the migrations agree.
@@ -10,7 +10,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 from app.store.types import UTCDateTime, utcnow
@@ -218,3 +228,50 @@ class PipelineBackfill(SQLModel, table=True):
     end: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     max_active: int = 2
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class LandedFileRecord(SQLModel, table=True):
+    """The landing manifest: one row per (owner, path, sha256) that ever landed.
+
+    Written by the upload route as a file lands, and by the scan a `new_files` run makes for
+    files put in the folder by other means. `modified_at` (the file's mtime when it was hashed)
+    lets a later scan trust the recorded digest while size and mtime are unchanged.
+    """
+
+    __tablename__ = "landed_files"
+    __table_args__ = (
+        UniqueConstraint("owner", "path", "sha256", name="uq_landed_files_owner_path_sha256"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True,
+                                                           autoincrement=True))
+    owner: str = Field(max_length=200)
+    path: str = Field(sa_column=Column(String(1024), nullable=False))
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sha256: str = Field(max_length=64)
+    modified_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    landed_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class InputClaim(SQLModel, table=True):
+    """A landed file taken by one run of a `new_files` pipeline.
+
+    The row exists while the run is active and stays once it Succeeded (the file is consumed);
+    a run that ends Failed or Cancelled deletes its rows in the transition's transaction.
+    UNIQUE(pipeline_id, path, sha256) is what keeps two runs from ever holding the same bytes.
+    """
+
+    __tablename__ = "input_claims"
+    __table_args__ = (
+        UniqueConstraint("pipeline_id", "path", "sha256",
+                         name="uq_input_claims_pipeline_path_sha256"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True,
+                                                           autoincrement=True))
+    pipeline_id: str = Field(max_length=36)
+    path: str = Field(sa_column=Column(String(1024), nullable=False))
+    sha256: str = Field(max_length=64)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    job_id: str = Field(max_length=36, index=True)
+    claimed_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -36,6 +36,7 @@ from app.store import jobs as store
 from app.store.db import transaction
 from app.store.models import Job, JobEvent
 from app.store.types import utcnow
+from app.tables.runs import TableCommitFailed, commit_tables
 from app.watcher.helper import backoff_seconds, params_of, task_key, timeout_reason
 
 log = logging.getLogger("strata.watcher")
@@ -308,6 +309,12 @@ class StageDriver:
         if missing or not ds_dir.is_dir():
             what = ", ".join(missing) if missing else f"the DS folder {job.id}/ds"
             return await self._fail(job, None, "OutputMissing", f"missing output: {what}")
+        try:
+            tables = await commit_tables(self.warehouse_dir, job)
+        except TableCommitFailed as exc:
+            return await self._fail(job, None, "TableCommitFailed", str(exc))
+        if tables:  # the rows are in the pipeline's tables before the run is Succeeded
+            job.results = {**job.results, "tables": tables}
         ds = layers[Stage.DWS_TO_DS.layer]
         events = fire(job, "succeed", now, message=f"ds: {ds.get('rows', 0)} rows")
         job.results = {**job.results, "output": {"rows": ds.get("rows", 0), "format": "parquet",

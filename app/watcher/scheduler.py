@@ -34,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.domain import layout
 from app.domain.errors import IllegalAction, JobNotFound
+from app.domain.inputs import NoNewInput
 from app.domain.owners import landing_scope
 from app.domain.params import JobParams
 from app.domain.pipelines import ParameterProblem, PipelineSpec, render_params, resolve_parameters
@@ -197,11 +198,15 @@ class Scheduler:
                     pipeline_id=pipeline.id, scheduled_for=at, trigger="schedule",
                     outcome="created", job_id=job_id, decided_at=now))
                 self.fault("after_tick_decided")
-                await create_tick_run(session, pipeline, spec, at, "schedule", now, job_id=job_id)
+                await create_tick_run(session, pipeline, spec, at, "schedule", now, job_id=job_id,
+                                      inputs=self.pipelines.inputs)
                 if policy == "Replace":
                     to_cancel = [job.id for job in active]
         except IntegrityError:
             return None  # another replica decided this tick first
+        except NoNewInput:  # a new_files run found every matching file taken
+            ok = await self._record(pipeline, at, "skipped_no_input", now)
+            return "skipped_no_input" if ok else None
         except ParameterProblem as exc:
             log.warning("pipeline %s: tick %s cannot run: %s", pipeline.name, at, exc)
             return "missed" if await self._record(pipeline, at, "missed", now) else None

@@ -10,8 +10,11 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 from app.api.deps import Caller, Context
 from app.api.schemas import LandingFilePublic, LandingList
 from app.problems import PROBLEM_RESPONSES
+from app.services.inputs import record_upload
 from app.store import landing
+from app.store.db import transaction
 from app.store.landing import LANDING_PATH_PATTERN, MAX_PATH_LENGTH
+from app.store.types import utcnow
 
 # uploads are streamed and capped by STRATA_MAX_UPLOAD_BYTES while they are written, not by the
 # app-wide JSON body limit
@@ -40,6 +43,10 @@ async def put_file(path: LandingPath, request: Request, caller: Caller, ctx: Con
     """Upload one raw file (streamed, never buffered whole); replaces a file of the same path."""
     landed, created = await landing.write_stream(
         ctx.landing_for(caller), path, request.stream(), ctx.max_upload_bytes)
+    assert landed.sha256 is not None
+    async with transaction(ctx.jobs.sessions) as session:  # the landing manifest
+        await record_upload(session, caller.owner, landed.path, landed.size, landed.sha256,
+                            landed.modified_at, utcnow())
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return LandingFilePublic.of(landed)
 

@@ -44,7 +44,8 @@ class StageInputs:
 def landing_inputs(
     landing_dir: Path, source: Source, replacements: Sequence[tuple[str, str]]
 ) -> StageInputs:
-    """The source glob's files under the (resolved) landing directory, in relative-path order."""
+    """The source's files under the (resolved) landing directory, in relative-path order: the
+    claimed `files` of an incremental run (exactly those, never the glob), else the glob's."""
     try:
         check_relative_path(source.path)
     except ValueError as exc:
@@ -52,9 +53,9 @@ def landing_inputs(
     if not landing_dir.is_dir():
         raise StageFailed("the landing directory does not exist")
     try:
-        matches = sorted(
-            landing_dir.glob(source.path), key=lambda p: p.relative_to(landing_dir).as_posix()
-        )
+        found = ([landing_dir / name for name in source.files] if source.files is not None
+                 else landing_dir.glob(source.path))
+        matches = sorted(found, key=lambda p: p.relative_to(landing_dir).as_posix())
     except (ValueError, NotImplementedError) as exc:
         raise StageFailed(f"source path {source.path!r}: {exc}") from None
     files: list[Path] = []
