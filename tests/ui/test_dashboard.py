@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.jobs_over_http import submit, upload
+from tests.jobs_over_http import submit, upload, wait_status
 from tests.orders_data import Dirt, generate, write_csv
 from tests.service import running_service, service_settings
 
@@ -408,3 +408,61 @@ async def test_the_action_buttons_are_the_ones_the_api_allows(
             await expect(page.locator('svg.fsm g[data-state="Pending"]')).to_have_class(
                 re.compile(r"\bst-current\b"))
             watch.check(allow=lambda e: "net::ERR_FAILED" in e)
+
+
+async def test_pipelines_page_shows_runs_and_links_to_their_jobs_and_back(
+    sqlite_url: str, tmp_path: Path, browser: Any, artifacts: Path,
+    orders_job: dict[str, Any],
+) -> None:
+    settings = service_settings(sqlite_url, tmp_path)
+    async with running_service(settings) as api:
+        base = str(api.base_url).rstrip("/")
+        await land_orders(api, tmp_path)
+        body = {"description": "orders, nightly", "params": orders_job["params"],
+                "schedule": {"cron": "30 1 * * *", "timezone": "Europe/Berlin"}}
+        applied = await api.put("/v1/pipelines/orders-nightly", json=body)
+        assert applied.status_code == 201, applied.text
+        run = await api.post("/v1/pipelines/orders-nightly/runs", json={"parameters": {}})
+        assert run.status_code == 201, run.text
+        job_id = run.json()["job_id"]
+        job = await wait_status(api, job_id)
+        assert job["status"] == "Succeeded", job["conditions"]
+
+        async with open_page(browser, base) as (page, watch):
+            await follow_a_pipeline_run(page, base, artifacts, job_id)
+            watch.check()
+
+
+async def follow_a_pipeline_run(page: Any, base: str, artifacts: Path, job_id: str) -> None:
+    await page.goto(f"{base}/ui")
+    await page.get_by_role("navigation", name="Main").get_by_role(
+        "link", name="Pipelines").click()
+    await expect(page).to_have_url(f"{base}/ui/pipelines")
+    await expect(page.get_by_role("heading", name="Pipelines", level=1)).to_be_visible()
+    row = page.locator('#pipelines-table tr[data-pipeline="orders-nightly"]')
+    await expect(row).to_have_count(1, timeout=QUICK)
+    await expect(row.locator(".cell-schedule")).to_have_text("cron 30 1 * * * (Europe/Berlin)")
+    await expect(row.locator(".cell-next time")).to_have_count(1)
+    mark = row.locator(f'.run-mark[data-job-id="{job_id}"]')
+    await expect(mark).to_have_attribute("data-status", "Succeeded")
+    await expect(mark).to_have_class(re.compile(r"\bmark-ok\b"))
+    await shot(page, artifacts, "14-pipelines-list")
+
+    # the pipeline's own page: its versions and runs
+    await row.get_by_role("link", name="orders-nightly").click()
+    await expect(page).to_have_url(f"{base}/ui/pipelines/orders-nightly")
+    await expect(page.get_by_role("heading", name="orders-nightly", level=1)).to_be_visible()
+    await expect(page.locator("#versions-table tbody tr")).to_have_count(1, timeout=QUICK)
+    await expect(page.locator("#runs-table tbody tr")).to_have_count(1)
+    await expect(page.locator(f'#runs-table tr[data-job-id="{job_id}"]')).to_contain_text(
+        "manual")
+    await shot(page, artifacts, "15-pipeline-detail")
+
+    # to the run's job, and back through its pipeline link
+    await page.locator(f'#runs-table tr[data-job-id="{job_id}"] a').click()
+    await expect(page).to_have_url(f"{base}/ui/jobs/{job_id}")
+    await expect(page.locator(".job-badges")).to_have_attribute("data-status", "Succeeded")
+    await expect(page.locator(".pipeline-ref")).to_contain_text("v1 · manual")
+    await page.locator("#pipeline-link").click()
+    await expect(page).to_have_url(f"{base}/ui/pipelines/orders-nightly")
+    await expect(page.get_by_role("heading", name="orders-nightly", level=1)).to_be_visible()

@@ -73,6 +73,15 @@ function layout(view, el) {
         el.params)));
 }
 
+/** A run's pipeline: a link to it, its version and what started the run. */
+function pipelineLink(run) {
+  return h("span", { class: "pipeline-ref" },
+    h("a", { href: `/ui/pipelines/${encodeURIComponent(run.name)}`, "data-nav": true,
+             id: "pipeline-link", text: run.name }),
+    ` v${run.version} · ${run.trigger}`,
+    run.scheduled_for ? [" · for ", timeEl(run.scheduled_for, false)] : null);
+}
+
 export function jobPage(view, jobId) {
   document.title = "Job · Strata";
   const jobUrl = `/v1/jobs/${encodeURIComponent(jobId)}`;
@@ -114,7 +123,8 @@ export function jobPage(view, jobId) {
       item("Started", timeEl(job.started_at)),
       job.ended_at ? item("Ended", timeEl(job.ended_at)) : null,
       job.started_at ? item(job.ended_at ? "Took" : "Running for", jobDuration(job)) : null,
-      item("Attempt", String(job.attempt ?? 1))]);
+      item("Attempt", String(job.attempt ?? 1)),
+      job.pipeline ? item("Pipeline", pipelineLink(job.pipeline)) : null]);
     el.description.hidden = !job.description;
     el.description.textContent = job.description || "";
     const allowed = new Set(job.allowed_actions || []);
