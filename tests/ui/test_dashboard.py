@@ -429,11 +429,12 @@ async def test_pipelines_page_shows_runs_and_links_to_their_jobs_and_back(
         assert job["status"] == "Succeeded", job["conditions"]
 
         async with open_page(browser, base) as (page, watch):
-            await follow_a_pipeline_run(page, base, artifacts, job_id)
+            await follow_a_pipeline_run(page, api, base, artifacts, job_id)
             watch.check()
 
 
-async def follow_a_pipeline_run(page: Any, base: str, artifacts: Path, job_id: str) -> None:
+async def follow_a_pipeline_run(page: Any, api: httpx.AsyncClient, base: str, artifacts: Path,
+                                job_id: str) -> None:
     await page.goto(f"{base}/ui")
     await page.get_by_role("navigation", name="Main").get_by_role(
         "link", name="Pipelines").click()
@@ -463,6 +464,52 @@ async def follow_a_pipeline_run(page: Any, base: str, artifacts: Path, job_id: s
     await expect(page).to_have_url(f"{base}/ui/jobs/{job_id}")
     await expect(page.locator(".job-badges")).to_have_attribute("data-status", "Succeeded")
     await expect(page.locator(".pipeline-ref")).to_contain_text("v1 · manual")
+    await browse_layers_and_rejects(page, api, artifacts, job_id)
     await page.locator("#pipeline-link").click()
     await expect(page).to_have_url(f"{base}/ui/pipelines/orders-nightly")
     await expect(page.get_by_role("heading", name="orders-nightly", level=1)).to_be_visible()
+
+
+async def browse_layers_and_rejects(page: Any, api: httpx.AsyncClient, artifacts: Path,
+                                    job_id: str) -> None:
+    """The dwd checks of the dirty orders reject rows: counted by reason, paged 20 at a time."""
+    job = (await api.get(f"/v1/jobs/{job_id}")).json()
+    dwd = job["results"]["layers"]["dwd"]
+    rejected = (await api.get(f"/v1/jobs/{job_id}/layers/dwd/rejects",
+                              params={"limit": 10000})).json()
+    assert dwd["rejects"] == len(rejected) > 20
+    counts: dict[str, int] = {}
+    for row in rejected:
+        counts[row["_reject_reason"]] = counts.get(row["_reject_reason"], 0) + 1
+
+    data = page.get_by_role("toolbar", name="Layer data")
+    await data.get_by_role("button", name="DWD rejects").click()
+    await expect(page.locator("#layer-view-title")).to_have_text(
+        f"DWD rejects: {dwd['rejects']:,} rows", timeout=QUICK)
+    for reason, n in counts.items():
+        await expect(page.locator(f'#reject-reasons tr[data-reason="{reason}"] td')).to_have_text(
+            f"{n:,}")
+    table = page.locator("#rejects-table")
+    await expect(table.locator("tbody tr")).to_have_count(20)
+    await expect(page.locator("#layer-view")).not_to_contain_text("null")
+    await expect(table.locator("thead th").last).to_have_text("_reject_reason")
+    await expect(page.locator("#rejects-range")).to_have_text(
+        f"Rows 1 to 20 of {dwd['rejects']:,}")
+    await shot(page, artifacts, "16-dwd-rejects")
+    await page.get_by_role("button", name="Next →").click()
+    await expect(page.locator("#rejects-range")).to_have_text(
+        f"Rows 21 to {min(40, dwd['rejects'])} of {dwd['rejects']:,}", timeout=QUICK)
+    await expect(table.locator("tbody tr").first.locator("td").first).to_have_text(
+        str(rejected[20][next(iter(rejected[20]))]))
+    await page.get_by_role("button", name="← Previous").click()
+    await expect(page.locator("#rejects-range")).to_have_text(
+        f"Rows 1 to 20 of {dwd['rejects']:,}", timeout=QUICK)
+
+    # a layer's first rows
+    await data.get_by_role("button", name="DWS rows").click()
+    dws = (await api.get(f"/v1/jobs/{job_id}/layers/dws", params={"limit": 20})).json()
+    await expect(page.locator("#layer-view-title")).to_have_text(
+        f"DWS: first {len(dws)} of {job['results']['layers']['dws']['rows']:,} rows",
+        timeout=QUICK)
+    await expect(page.locator("#layer-rows-table thead th")).to_have_text(list(dws[0].keys()))
+    await expect(page.locator("#layer-rows-table tbody tr")).to_have_count(len(dws))

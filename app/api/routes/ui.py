@@ -22,7 +22,7 @@ JS = "text/javascript; charset=utf-8"
 # The files the page may load, by name: the script is ES modules (app.js imports the rest).
 ASSETS = {
     **{f"{module}.js": JS for module in (
-        "app", "api", "auth", "dom", "format", "fsm-view", "job-output", "job-page",
+        "app", "api", "auth", "dom", "format", "fsm-view", "job-layers", "job-output", "job-page",
         "job-sections", "jobs", "jobs-list", "live", "pipelines", "router")},
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",

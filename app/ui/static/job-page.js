@@ -6,6 +6,7 @@ import { $, append, h, problemAlert, toast } from "./dom.js";
 import { fmtInt, num, timeEl } from "./format.js";
 import { renderDiagram } from "./fsm-view.js";
 import { showOutput } from "./job-output.js";
+import { layerInspector } from "./job-layers.js";
 import { conditionsView, eventItems, layersView } from "./job-sections.js";
 import { STAGES, STOPPED, doneStates, jobDuration, progressBar, stageProgress, statusBadge,
          updateProgress } from "./jobs.js";
@@ -46,7 +47,7 @@ function skeleton() {
   };
 }
 
-function layout(view, el) {
+function layout(view, el, inspector) {
   view.append(
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" },
       h("a", { href: "/ui", "data-nav": true, text: "← All jobs" })),
@@ -62,6 +63,7 @@ function layout(view, el) {
       h("figure", { class: "diagram" }, el.diagram, el.diagramCaption)),
     h("section", { class: "card", "aria-labelledby": "layers-title" },
       h("h2", { id: "layers-title", text: "Layer results" }), el.layers),
+    inspector.section,
     el.outputSection,
     h("div", { class: "grid-2" },
       h("section", { class: "card", "aria-labelledby": "events-title" },
@@ -98,7 +100,8 @@ export function jobPage(view, jobId) {
     type: "button", class: `btn btn-${action.kind}`, dataset: { action: action.name },
     disabled: true, onclick: () => act(action) }, action.label)]));
   el.actions.append(...buttons.values());
-  layout(view, el);
+  const inspector = layerInspector(jobUrl, { disposed: () => disposed });
+  layout(view, el, inspector);
 
   const live = new LiveJob(jobUrl, {
     onJob: applyJob,
@@ -221,6 +224,7 @@ export function jobPage(view, jobId) {
     renderProgress();
     el.conditions.replaceChildren(conditionsView(job.conditions || []));
     el.layers.replaceChildren(layersView(job));
+    inspector.update(job);
     renderDiagramFor();
     el.params.textContent = JSON.stringify(job.params, null, 2);
     const key = [job.status, job.suspend, job.attempt, (job.conditions || []).length,
