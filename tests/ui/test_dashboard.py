@@ -465,6 +465,7 @@ async def follow_a_pipeline_run(page: Any, api: httpx.AsyncClient, base: str, ar
     await expect(page.locator(".job-badges")).to_have_attribute("data-status", "Succeeded")
     await expect(page.locator(".pipeline-ref")).to_contain_text("v1 · manual")
     await browse_layers_and_rejects(page, api, artifacts, job_id)
+    await try_it(page, artifacts, job_id)
     await page.locator("#pipeline-link").click()
     await expect(page).to_have_url(f"{base}/ui/pipelines/orders-nightly")
     await expect(page.get_by_role("heading", name="orders-nightly", level=1)).to_be_visible()
@@ -513,3 +514,23 @@ async def browse_layers_and_rejects(page: Any, api: httpx.AsyncClient, artifacts
         timeout=QUICK)
     await expect(page.locator("#layer-rows-table thead th")).to_have_text(list(dws[0].keys()))
     await expect(page.locator("#layer-rows-table tbody tr")).to_have_count(len(dws))
+
+
+async def try_it(page: Any, artifacts: Path, job_id: str) -> None:
+    """"Try it" sends the job's name and params as a dry run: every layer, nothing created."""
+    jobs_before = await page.evaluate("fetch('/v1/jobs').then((r) => r.json())")
+    await page.get_by_role("toolbar", name="Job actions").get_by_role(
+        "button", name="Try it").click()
+    dry = page.locator("#dry-run")
+    await expect(page.locator("#dry-run-caption")).to_contain_text(
+        "nothing was created", timeout=SLOW)
+    await expect(dry.locator(".dry-layer")).to_have_count(4)
+    dwd = dry.locator('.dry-layer[data-layer="dwd"]')
+    await expect(dwd.locator(".dry-counts")).to_have_text(
+        re.compile(r"^ [\d,]+ rows · [1-9][\d,]* rejects · [\d,]+ deduped$"))
+    await expect(dwd.locator(".dry-columns")).to_contain_text("amount_usd DOUBLE")
+    await expect(dry.locator("#dry-ds-table thead th").first).to_have_text("event_date")
+    await expect(dry.locator("#dry-ods-table tbody tr")).to_have_count(20)
+    await shot(page, artifacts, "17-try-it")
+    jobs_after = await page.evaluate("fetch('/v1/jobs').then((r) => r.json())")
+    assert jobs_after["total"] == jobs_before["total"]

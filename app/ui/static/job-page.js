@@ -8,6 +8,7 @@ import { renderDiagram } from "./fsm-view.js";
 import { showOutput } from "./job-output.js";
 import { layerInspector } from "./job-layers.js";
 import { conditionsView, eventItems, layersView } from "./job-sections.js";
+import { tryIt } from "./job-try.js";
 import { STAGES, STOPPED, doneStates, jobDuration, progressBar, stageProgress, statusBadge,
          updateProgress } from "./jobs.js";
 import { LiveJob } from "./live.js";
@@ -47,7 +48,7 @@ function skeleton() {
   };
 }
 
-function layout(view, el, inspector) {
+function layout(view, el, inspector, dryRun) {
   view.append(
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" },
       h("a", { href: "/ui", "data-nav": true, text: "← All jobs" })),
@@ -63,6 +64,7 @@ function layout(view, el, inspector) {
       h("figure", { class: "diagram" }, el.diagram, el.diagramCaption)),
     h("section", { class: "card", "aria-labelledby": "layers-title" },
       h("h2", { id: "layers-title", text: "Layer results" }), el.layers),
+    dryRun.section,
     inspector.section,
     el.outputSection,
     h("div", { class: "grid-2" },
@@ -101,7 +103,9 @@ export function jobPage(view, jobId) {
     disabled: true, onclick: () => act(action) }, action.label)]));
   el.actions.append(...buttons.values());
   const inspector = layerInspector(jobUrl, { disposed: () => disposed });
-  layout(view, el, inspector);
+  const dryRun = tryIt({ job: () => job, disposed: () => disposed });
+  el.actions.append(dryRun.button);
+  layout(view, el, inspector, dryRun);
 
   const live = new LiveJob(jobUrl, {
     onJob: applyJob,
