@@ -21,7 +21,9 @@ import pytest
 
 from tests.jobs_over_http import submit, upload, wait_status
 from tests.orders_data import Dirt, generate, write_csv
+from tests.servers import free_port
 from tests.service import running_service, service_settings
+from tests.waiting import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -534,3 +536,53 @@ async def try_it(page: Any, artifacts: Path, job_id: str) -> None:
     await shot(page, artifacts, "17-try-it")
     jobs_after = await page.evaluate("fetch('/v1/jobs').then((r) => r.json())")
     assert jobs_after["total"] == jobs_before["total"]
+
+
+async def test_webhooks_page_lists_a_webhook_and_its_failing_deliveries(
+    sqlite_url: str, tmp_path: Path, browser: Any, artifacts: Path,
+    orders_job: dict[str, Any],
+) -> None:
+    """A webhook to a loopback port nobody listens on: its delivery is tried again and again,
+    and the page shows the attempts and the error."""
+    settings = service_settings(sqlite_url, tmp_path, webhook_allow_private=True,
+                                webhook_poll_seconds=0.05, webhook_backoff_seconds=0.2)
+    async with running_service(settings) as api:
+        base = str(api.base_url).rstrip("/")
+        url = f"http://127.0.0.1:{free_port()}/hook"
+        created = await api.post("/v1/webhooks", json={"url": url, "events": ["job.cancelled"]})
+        assert created.status_code == 201, created.text
+        hook_id = created.json()["webhook_id"]
+        job_id = await submit(api, {**orders_job, "suspend": True})
+        assert (await api.post(f"/v1/jobs/{job_id}/cancel")).status_code == 200
+
+        async def tried_twice() -> dict[str, Any] | None:
+            sent = (await api.get(f"/v1/webhooks/{hook_id}/deliveries")).json()["deliveries"]
+            return sent[0] if sent and sent[0]["attempts"] >= 2 else None
+
+        await wait_for(tried_twice, timeout=30, message="two attempts at the delivery")
+
+        async with open_page(browser, base) as (page, watch):
+            await page.goto(f"{base}/ui")
+            await page.get_by_role("navigation", name="Main").get_by_role(
+                "link", name="Webhooks").click()
+            await expect(page).to_have_url(f"{base}/ui/webhooks")
+            row = page.locator(f'#webhooks-table tr[data-webhook-id="{hook_id}"]')
+            await expect(row).to_contain_text(url, timeout=QUICK)
+            await expect(row).to_contain_text("job.cancelled")
+            await row.get_by_role("button", name="Deliveries").click()
+            await expect(page).to_have_url(f"{base}/ui/webhooks?webhook={hook_id}")
+            delivery = page.locator("#deliveries-table tbody tr")
+            await expect(delivery).to_have_count(1, timeout=QUICK)
+            await expect(delivery).to_contain_text("job.cancelled")
+            await expect(delivery.locator(f'a[href="/ui/jobs/{job_id}"]')).to_have_count(1)
+            await expect(delivery.locator("[data-status]")).to_have_text(
+                re.compile(r"^(pending|failed)$"))
+            await expect(delivery.locator('[data-field="attempts"]')).to_have_text(
+                re.compile(r"^([2-9]|\d\d+)$"))
+            await expect(delivery.locator('[data-field="last"]')).not_to_have_text("—")
+            await shot(page, artifacts, "18-webhook-deliveries")
+            # the attempts keep counting while the page is open (it polls)
+            seen = int(await delivery.locator('[data-field="attempts"]').inner_text())
+            await expect(delivery.locator('[data-field="attempts"]')).not_to_have_text(
+                str(seen), timeout=SLOW)  # the backoff doubles: allow a few rounds
+            watch.check()

@@ -1,11 +1,12 @@
 /* Client-side routing: /ui is the job list, /ui/jobs/{id} one job, /ui/pipelines[/{name}]
- * the pipelines; links marked data-nav
- * change the page without a reload. */
+ * the pipelines, /ui/webhooks the webhooks; links marked data-nav change the page without a
+ * reload. */
 
 import { $ } from "./dom.js";
 import { jobPage } from "./job-page.js";
 import { listPage } from "./jobs-list.js";
 import { pipelinePage, pipelinesPage } from "./pipelines.js";
+import { webhooksPage } from "./webhooks.js";
 
 let page = null;
 
@@ -24,6 +25,7 @@ const ROUTES = [
   [/^\/ui\/jobs\/([^/]+)\/?$/, jobPage],
   [/^\/ui\/pipelines\/?$/, pipelinesPage],
   [/^\/ui\/pipelines\/([^/]+)\/?$/, pipelinePage],
+  [/^\/ui\/webhooks\/?$/, webhooksPage],
 ];
 
 function pageFor(view, path) {
