@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.jobs_over_http import submit, upload
+from tests.jobs_over_http import submit, upload, wait_status
 from tests.orders_data import Dirt, generate, write_csv
+from tests.servers import free_port
 from tests.service import running_service, service_settings
+from tests.waiting import wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
@@ -408,3 +410,179 @@ async def test_the_action_buttons_are_the_ones_the_api_allows(
             await expect(page.locator('svg.fsm g[data-state="Pending"]')).to_have_class(
                 re.compile(r"\bst-current\b"))
             watch.check(allow=lambda e: "net::ERR_FAILED" in e)
+
+
+async def test_pipelines_page_shows_runs_and_links_to_their_jobs_and_back(
+    sqlite_url: str, tmp_path: Path, browser: Any, artifacts: Path,
+    orders_job: dict[str, Any],
+) -> None:
+    settings = service_settings(sqlite_url, tmp_path)
+    async with running_service(settings) as api:
+        base = str(api.base_url).rstrip("/")
+        await land_orders(api, tmp_path)
+        body = {"description": "orders, nightly", "params": orders_job["params"],
+                "schedule": {"cron": "30 1 * * *", "timezone": "Europe/Berlin"}}
+        applied = await api.put("/v1/pipelines/orders-nightly", json=body)
+        assert applied.status_code == 201, applied.text
+        run = await api.post("/v1/pipelines/orders-nightly/runs", json={"parameters": {}})
+        assert run.status_code == 201, run.text
+        job_id = run.json()["job_id"]
+        job = await wait_status(api, job_id)
+        assert job["status"] == "Succeeded", job["conditions"]
+
+        async with open_page(browser, base) as (page, watch):
+            await follow_a_pipeline_run(page, api, base, artifacts, job_id)
+            watch.check()
+
+
+async def follow_a_pipeline_run(page: Any, api: httpx.AsyncClient, base: str, artifacts: Path,
+                                job_id: str) -> None:
+    await page.goto(f"{base}/ui")
+    await page.get_by_role("navigation", name="Main").get_by_role(
+        "link", name="Pipelines").click()
+    await expect(page).to_have_url(f"{base}/ui/pipelines")
+    await expect(page.get_by_role("heading", name="Pipelines", level=1)).to_be_visible()
+    row = page.locator('#pipelines-table tr[data-pipeline="orders-nightly"]')
+    await expect(row).to_have_count(1, timeout=QUICK)
+    await expect(row.locator(".cell-schedule")).to_have_text("cron 30 1 * * * (Europe/Berlin)")
+    await expect(row.locator(".cell-next time")).to_have_count(1)
+    mark = row.locator(f'.run-mark[data-job-id="{job_id}"]')
+    await expect(mark).to_have_attribute("data-status", "Succeeded")
+    await expect(mark).to_have_class(re.compile(r"\bmark-ok\b"))
+    await shot(page, artifacts, "14-pipelines-list")
+
+    # the pipeline's own page: its versions and runs
+    await row.get_by_role("link", name="orders-nightly").click()
+    await expect(page).to_have_url(f"{base}/ui/pipelines/orders-nightly")
+    await expect(page.get_by_role("heading", name="orders-nightly", level=1)).to_be_visible()
+    await expect(page.locator("#versions-table tbody tr")).to_have_count(1, timeout=QUICK)
+    await expect(page.locator("#runs-table tbody tr")).to_have_count(1)
+    await expect(page.locator(f'#runs-table tr[data-job-id="{job_id}"]')).to_contain_text(
+        "manual")
+    await shot(page, artifacts, "15-pipeline-detail")
+
+    # to the run's job, and back through its pipeline link
+    await page.locator(f'#runs-table tr[data-job-id="{job_id}"] a').click()
+    await expect(page).to_have_url(f"{base}/ui/jobs/{job_id}")
+    await expect(page.locator(".job-badges")).to_have_attribute("data-status", "Succeeded")
+    await expect(page.locator(".pipeline-ref")).to_contain_text("v1 · manual")
+    await browse_layers_and_rejects(page, api, artifacts, job_id)
+    await try_it(page, artifacts, job_id)
+    await page.locator("#pipeline-link").click()
+    await expect(page).to_have_url(f"{base}/ui/pipelines/orders-nightly")
+    await expect(page.get_by_role("heading", name="orders-nightly", level=1)).to_be_visible()
+
+
+async def browse_layers_and_rejects(page: Any, api: httpx.AsyncClient, artifacts: Path,
+                                    job_id: str) -> None:
+    """The dwd checks of the dirty orders reject rows: counted by reason, paged 20 at a time."""
+    job = (await api.get(f"/v1/jobs/{job_id}")).json()
+    dwd = job["results"]["layers"]["dwd"]
+    rejected = (await api.get(f"/v1/jobs/{job_id}/layers/dwd/rejects",
+                              params={"limit": 10000})).json()
+    assert dwd["rejects"] == len(rejected) > 20
+    counts: dict[str, int] = {}
+    for row in rejected:
+        counts[row["_reject_reason"]] = counts.get(row["_reject_reason"], 0) + 1
+
+    data = page.get_by_role("toolbar", name="Layer data")
+    await data.get_by_role("button", name="DWD rejects").click()
+    await expect(page.locator("#layer-view-title")).to_have_text(
+        f"DWD rejects: {dwd['rejects']:,} rows", timeout=QUICK)
+    for reason, n in counts.items():
+        await expect(page.locator(f'#reject-reasons tr[data-reason="{reason}"] td')).to_have_text(
+            f"{n:,}")
+    table = page.locator("#rejects-table")
+    await expect(table.locator("tbody tr")).to_have_count(20)
+    await expect(page.locator("#layer-view")).not_to_contain_text("null")
+    await expect(table.locator("thead th").last).to_have_text("_reject_reason")
+    await expect(page.locator("#rejects-range")).to_have_text(
+        f"Rows 1 to 20 of {dwd['rejects']:,}")
+    await shot(page, artifacts, "16-dwd-rejects")
+    await page.get_by_role("button", name="Next →").click()
+    await expect(page.locator("#rejects-range")).to_have_text(
+        f"Rows 21 to {min(40, dwd['rejects'])} of {dwd['rejects']:,}", timeout=QUICK)
+    await expect(table.locator("tbody tr").first.locator("td").first).to_have_text(
+        str(rejected[20][next(iter(rejected[20]))]))
+    await page.get_by_role("button", name="← Previous").click()
+    await expect(page.locator("#rejects-range")).to_have_text(
+        f"Rows 1 to 20 of {dwd['rejects']:,}", timeout=QUICK)
+
+    # a layer's first rows
+    await data.get_by_role("button", name="DWS rows").click()
+    dws = (await api.get(f"/v1/jobs/{job_id}/layers/dws", params={"limit": 20})).json()
+    await expect(page.locator("#layer-view-title")).to_have_text(
+        f"DWS: first {len(dws)} of {job['results']['layers']['dws']['rows']:,} rows",
+        timeout=QUICK)
+    await expect(page.locator("#layer-rows-table thead th")).to_have_text(list(dws[0].keys()))
+    await expect(page.locator("#layer-rows-table tbody tr")).to_have_count(len(dws))
+
+
+async def try_it(page: Any, artifacts: Path, job_id: str) -> None:
+    """"Try it" sends the job's name and params as a dry run: every layer, nothing created."""
+    jobs_before = await page.evaluate("fetch('/v1/jobs').then((r) => r.json())")
+    await page.get_by_role("toolbar", name="Job actions").get_by_role(
+        "button", name="Try it").click()
+    dry = page.locator("#dry-run")
+    await expect(page.locator("#dry-run-caption")).to_contain_text(
+        "nothing was created", timeout=SLOW)
+    await expect(dry.locator(".dry-layer")).to_have_count(4)
+    dwd = dry.locator('.dry-layer[data-layer="dwd"]')
+    await expect(dwd.locator(".dry-counts")).to_have_text(
+        re.compile(r"^ [\d,]+ rows · [1-9][\d,]* rejects · [\d,]+ deduped$"))
+    await expect(dwd.locator(".dry-columns")).to_contain_text("amount_usd DOUBLE")
+    await expect(dry.locator("#dry-ds-table thead th").first).to_have_text("event_date")
+    await expect(dry.locator("#dry-ods-table tbody tr")).to_have_count(20)
+    await shot(page, artifacts, "17-try-it")
+    jobs_after = await page.evaluate("fetch('/v1/jobs').then((r) => r.json())")
+    assert jobs_after["total"] == jobs_before["total"]
+
+
+async def test_webhooks_page_lists_a_webhook_and_its_failing_deliveries(
+    sqlite_url: str, tmp_path: Path, browser: Any, artifacts: Path,
+    orders_job: dict[str, Any],
+) -> None:
+    """A webhook to a loopback port nobody listens on: its delivery is tried again and again,
+    and the page shows the attempts and the error."""
+    settings = service_settings(sqlite_url, tmp_path, webhook_allow_private=True,
+                                webhook_poll_seconds=0.05, webhook_backoff_seconds=0.2)
+    async with running_service(settings) as api:
+        base = str(api.base_url).rstrip("/")
+        url = f"http://127.0.0.1:{free_port()}/hook"
+        created = await api.post("/v1/webhooks", json={"url": url, "events": ["job.cancelled"]})
+        assert created.status_code == 201, created.text
+        hook_id = created.json()["webhook_id"]
+        job_id = await submit(api, {**orders_job, "suspend": True})
+        assert (await api.post(f"/v1/jobs/{job_id}/cancel")).status_code == 200
+
+        async def tried_twice() -> dict[str, Any] | None:
+            sent = (await api.get(f"/v1/webhooks/{hook_id}/deliveries")).json()["deliveries"]
+            return sent[0] if sent and sent[0]["attempts"] >= 2 else None
+
+        await wait_for(tried_twice, timeout=30, message="two attempts at the delivery")
+
+        async with open_page(browser, base) as (page, watch):
+            await page.goto(f"{base}/ui")
+            await page.get_by_role("navigation", name="Main").get_by_role(
+                "link", name="Webhooks").click()
+            await expect(page).to_have_url(f"{base}/ui/webhooks")
+            row = page.locator(f'#webhooks-table tr[data-webhook-id="{hook_id}"]')
+            await expect(row).to_contain_text(url, timeout=QUICK)
+            await expect(row).to_contain_text("job.cancelled")
+            await row.get_by_role("button", name="Deliveries").click()
+            await expect(page).to_have_url(f"{base}/ui/webhooks?webhook={hook_id}")
+            delivery = page.locator("#deliveries-table tbody tr")
+            await expect(delivery).to_have_count(1, timeout=QUICK)
+            await expect(delivery).to_contain_text("job.cancelled")
+            await expect(delivery.locator(f'a[href="/ui/jobs/{job_id}"]')).to_have_count(1)
+            await expect(delivery.locator("[data-status]")).to_have_text(
+                re.compile(r"^(pending|failed)$"))
+            await expect(delivery.locator('[data-field="attempts"]')).to_have_text(
+                re.compile(r"^([2-9]|\d\d+)$"))
+            await expect(delivery.locator('[data-field="last"]')).not_to_have_text("—")
+            await shot(page, artifacts, "18-webhook-deliveries")
+            # the attempts keep counting while the page is open (it polls)
+            seen = int(await delivery.locator('[data-field="attempts"]').inner_text())
+            await expect(delivery.locator('[data-field="attempts"]')).not_to_have_text(
+                str(seen), timeout=SLOW)  # the backoff doubles: allow a few rounds
+            watch.check()

@@ -22,8 +22,8 @@ JS = "text/javascript; charset=utf-8"
 # The files the page may load, by name: the script is ES modules (app.js imports the rest).
 ASSETS = {
     **{f"{module}.js": JS for module in (
-        "app", "api", "auth", "dom", "format", "fsm-view", "job-output", "job-page",
-        "job-sections", "jobs", "jobs-list", "live", "router")},
+        "app", "api", "auth", "dom", "format", "fsm-view", "job-layers", "job-output", "job-page",
+        "job-sections", "job-try", "jobs", "jobs-list", "live", "pipelines", "router", "webhooks")},
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
@@ -65,6 +65,14 @@ async def dashboard_slash() -> Response:
 @router.get("/ui/jobs/{job_id}")
 async def dashboard_job(job_id: str) -> Response:
     """One job's page: the same document, which reads the job id from its address."""
+    return _page()
+
+
+@router.get("/ui/pipelines")
+@router.get("/ui/pipelines/{name}")
+@router.get("/ui/webhooks")
+async def dashboard_pages(name: str = "") -> Response:
+    """The pipelines and webhooks pages: the same document, routed on the client."""
     return _page()
 
 

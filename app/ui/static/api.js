@@ -25,11 +25,13 @@ export async function readProblem(resp) {
            problem: {} };
 }
 
-export async function request(path, { method = "GET", accept = "application/json" } = {}) {
+export async function request(path, { method = "GET", accept = "application/json", body } = {}) {
   let resp;
+  const headers = { Accept: accept, ...authHeaders() };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
   try {
-    resp = await fetch(path, { method, cache: "no-store",
-                               headers: { Accept: accept, ...authHeaders() } });
+    resp = await fetch(path, { method, cache: "no-store", headers,
+                               body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (err) {
     throw new ApiError(0, "The service did not answer", String(err.message || err));
   }

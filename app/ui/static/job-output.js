@@ -2,7 +2,8 @@
 
 import { api, request } from "./api.js";
 import { h, problemAlert } from "./dom.js";
-import { columnFormat, fmtInt, fmtNumber, intFmt } from "./format.js";
+import { fmtInt, intFmt } from "./format.js";
+import { rowsTable } from "./job-layers.js";
 
 const PREVIEW_ROWS = 50;
 
@@ -23,7 +24,7 @@ export async function showOutput(section, jobUrl, job, { disposed, onDownloadErr
     const caption = `First ${intFmt.format(rows.length)} of ${fmtInt(total ?? rows.length)} rows`;
     section.replaceChildren(head(),
       h("p", { class: "muted small", id: "output-caption", text: caption }),
-      rows.length ? rowsTable(rows, caption)
+      rows.length ? rowsTable(rows, caption, "output-table")
         : h("p", { class: "muted", text: "The DS layer has no rows." }));
     return true;
   } catch (err) {
@@ -33,22 +34,6 @@ export async function showOutput(section, jobUrl, job, { disposed, onDownloadErr
     }
     return false;
   }
-}
-
-function rowsTable(rows, caption) {
-  const columns = Object.keys(rows[0]);
-  const numeric = new Set(columns.filter(
-    (c) => rows.every((r) => r[c] === null || typeof r[c] === "number")));
-  const format = Object.fromEntries(columns.map(
-    (c) => [c, numeric.has(c) ? columnFormat(rows.map((r) => r[c])) : fmtNumber]));
-  return h("div", { class: "table-scroll output-scroll", tabindex: "0", role: "region",
-                    "aria-label": "DS output rows" },
-    h("table", { class: "table compact", id: "output-table" },
-      h("caption", { class: "sr-only", text: caption }),
-      h("thead", {}, h("tr", {}, columns.map((c) => h("th", {
-        scope: "col", class: numeric.has(c) ? "num" : null, text: c })))),
-      h("tbody", {}, rows.map((r) => h("tr", {}, columns.map((c) => h("td", {
-        class: numeric.has(c) ? "num" : null, text: format[c](r[c]) })))))));
 }
 
 async function downloadCsv(jobUrl, job) {

@@ -6,7 +6,9 @@ import { $, append, h, problemAlert, toast } from "./dom.js";
 import { fmtInt, num, timeEl } from "./format.js";
 import { renderDiagram } from "./fsm-view.js";
 import { showOutput } from "./job-output.js";
+import { layerInspector } from "./job-layers.js";
 import { conditionsView, eventItems, layersView } from "./job-sections.js";
+import { tryIt } from "./job-try.js";
 import { STAGES, STOPPED, doneStates, jobDuration, progressBar, stageProgress, statusBadge,
          updateProgress } from "./jobs.js";
 import { LiveJob } from "./live.js";
@@ -46,7 +48,7 @@ function skeleton() {
   };
 }
 
-function layout(view, el) {
+function layout(view, el, inspector, dryRun) {
   view.append(
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" },
       h("a", { href: "/ui", "data-nav": true, text: "← All jobs" })),
@@ -62,6 +64,8 @@ function layout(view, el) {
       h("figure", { class: "diagram" }, el.diagram, el.diagramCaption)),
     h("section", { class: "card", "aria-labelledby": "layers-title" },
       h("h2", { id: "layers-title", text: "Layer results" }), el.layers),
+    dryRun.section,
+    inspector.section,
     el.outputSection,
     h("div", { class: "grid-2" },
       h("section", { class: "card", "aria-labelledby": "events-title" },
@@ -71,6 +75,15 @@ function layout(view, el) {
     h("section", { class: "card" },
       h("details", {}, h("summary", { text: "Parameters (as submitted, defaults filled)" }),
         el.params)));
+}
+
+/** A run's pipeline: a link to it, its version and what started the run. */
+function pipelineLink(run) {
+  return h("span", { class: "pipeline-ref" },
+    h("a", { href: `/ui/pipelines/${encodeURIComponent(run.name)}`, "data-nav": true,
+             id: "pipeline-link", text: run.name }),
+    ` v${run.version} · ${run.trigger}`,
+    run.scheduled_for ? [" · for ", timeEl(run.scheduled_for, false)] : null);
 }
 
 export function jobPage(view, jobId) {
@@ -89,7 +102,10 @@ export function jobPage(view, jobId) {
     type: "button", class: `btn btn-${action.kind}`, dataset: { action: action.name },
     disabled: true, onclick: () => act(action) }, action.label)]));
   el.actions.append(...buttons.values());
-  layout(view, el);
+  const inspector = layerInspector(jobUrl, { disposed: () => disposed });
+  const dryRun = tryIt({ job: () => job, disposed: () => disposed });
+  el.actions.append(dryRun.button);
+  layout(view, el, inspector, dryRun);
 
   const live = new LiveJob(jobUrl, {
     onJob: applyJob,
@@ -114,7 +130,8 @@ export function jobPage(view, jobId) {
       item("Started", timeEl(job.started_at)),
       job.ended_at ? item("Ended", timeEl(job.ended_at)) : null,
       job.started_at ? item(job.ended_at ? "Took" : "Running for", jobDuration(job)) : null,
-      item("Attempt", String(job.attempt ?? 1))]);
+      item("Attempt", String(job.attempt ?? 1)),
+      job.pipeline ? item("Pipeline", pipelineLink(job.pipeline)) : null]);
     el.description.hidden = !job.description;
     el.description.textContent = job.description || "";
     const allowed = new Set(job.allowed_actions || []);
@@ -211,6 +228,7 @@ export function jobPage(view, jobId) {
     renderProgress();
     el.conditions.replaceChildren(conditionsView(job.conditions || []));
     el.layers.replaceChildren(layersView(job));
+    inspector.update(job);
     renderDiagramFor();
     el.params.textContent = JSON.stringify(job.params, null, 2);
     const key = [job.status, job.suspend, job.attempt, (job.conditions || []).length,

@@ -1,9 +1,12 @@
-/* Client-side routing: /ui is the job list, /ui/jobs/{id} one job; links marked data-nav
- * change the page without a reload. */
+/* Client-side routing: /ui is the job list, /ui/jobs/{id} one job, /ui/pipelines[/{name}]
+ * the pipelines, /ui/webhooks the webhooks; links marked data-nav change the page without a
+ * reload. */
 
 import { $ } from "./dom.js";
 import { jobPage } from "./job-page.js";
 import { listPage } from "./jobs-list.js";
+import { pipelinePage, pipelinesPage } from "./pipelines.js";
+import { webhooksPage } from "./webhooks.js";
 
 let page = null;
 
@@ -11,12 +14,26 @@ export function route({ focus = false } = {}) {
   if (page) page.dispose();
   const view = $("#view");
   view.replaceChildren();
-  const match = location.pathname.match(/^\/ui\/jobs\/([^/]+)\/?$/);
-  page = match ? jobPage(view, decodeURIComponent(match[1])) : listPage(view);
+  page = pageFor(view, location.pathname);
   if (focus) {
     const heading = $("h1", view);
     if (heading) heading.focus();
   }
+}
+
+const ROUTES = [
+  [/^\/ui\/jobs\/([^/]+)\/?$/, jobPage],
+  [/^\/ui\/pipelines\/?$/, pipelinesPage],
+  [/^\/ui\/pipelines\/([^/]+)\/?$/, pipelinePage],
+  [/^\/ui\/webhooks\/?$/, webhooksPage],
+];
+
+function pageFor(view, path) {
+  for (const [pattern, open] of ROUTES) {
+    const match = path.match(pattern);
+    if (match) return open(view, ...match.slice(1).map(decodeURIComponent));
+  }
+  return listPage(view);
 }
 
 function navigate(href) {
