@@ -13,7 +13,8 @@ from app.store.models import Webhook, WebhookDelivery
 class WebhookCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, max_length=2000, description="An http(s) URL to POST to.")
+    url: str = Field(min_length=1, max_length=2000, pattern=r"^[hH][tT][tT][pP][sS]?://[^/?#@\s]",
+                     description="An http(s) URL to POST to.")
     events: list[EventType] = Field(min_length=1, max_length=len(EventType))
     pipeline: str | None = Field(default=None, min_length=1, max_length=200,
                                  description="Only jobs of this pipeline; null: every job.")

@@ -233,8 +233,9 @@ class Layer(_Strict):
     output: Output | None = None
     reject_limit: Annotated[
         float | None,
-        Field(ge=0, le=1, description="Largest share of rejects, rejects ÷ (rows + rejects); "
-                                      "more fails the stage (TooManyRejects)."),
+        Field(ge=0, le=1, strict=True,
+              description="Largest share of rejects, rejects ÷ (rows + rejects); "
+                          "more fails the stage (TooManyRejects)."),
     ] = None
     contract: Contract | None = None
     table: Table | None = Field(default=None, description=(

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.domain.errors import DomainError
 from app.domain.parameters import PARAMETER_NAME, ParameterType, TypedValue
-from app.domain.params import JobParams, check_relative_path
+from app.domain.params import JSON_INTEGER, JobParams, check_relative_path
 from app.domain.schedule import Schedule, run_date
 
 PIPELINE_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -70,9 +70,9 @@ class ParameterDecl(BaseModel):
 class History(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    succeeded: Annotated[int, Field(ge=0, le=10_000)] = 10
+    succeeded: Annotated[int, Field(ge=0, le=10_000), JSON_INTEGER] = 10
     failed: Annotated[int, Field(ge=0, le=10_000,
-                                 description="Failed and Cancelled runs kept.")] = 5
+                                 description="Failed and Cancelled runs kept."), JSON_INTEGER] = 5
 
 
 class PipelineSpec(BaseModel):
