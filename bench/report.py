@@ -56,7 +56,7 @@ def _loads(runs: list[dict[str, Any]]) -> str:
 
 def targets_section(results: dict[str, Any]) -> list[str]:
     rows = []
-    for key in ("data_path", "stage_hop", "throughput", "api"):
+    for key in ("data_path", "stage_hop", "throughput", "api", "incremental"):
         bench = results.get(key)
         if not bench:
             continue
@@ -259,6 +259,55 @@ def api_section(bench: dict[str, Any]) -> list[str]:
     return out
 
 
+def incremental_section(bench: dict[str, Any]) -> list[str]:
+    out = ["## 5. Incremental runs: day 31 of a growing table vs a full rebuild", ""]
+    if bench.get("status") != "ok":
+        return [*out, f"Skipped: {bench.get('reason')}", ""]
+    cfg = bench["config"]
+    days, last, rebuild = bench["days"], bench["last"], bench["rebuild"]
+    mib = num(bench["landing_mib"], 0)
+    out += [f"{cfg['days']} days x {cfg['rows_per_day']:,} order rows ({mib} MiB of CSV in all; "
+            f"generator: {cfg['generator']}, seed {cfg['seed']}). One "
+            f"`strata serve` (SQLite). Before each run of the pipeline `orders-incremental` "
+            f"(`source.mode: \"new_files\"`) one day's file is landed; its DWD layer is "
+            f"appended to a Delta table ({cfg['table_mode']}). Then `orders-rebuild`, the same "
+            f"spec, reads all {cfg['days']} files into a fresh table. Wall: POST run → "
+            f"Succeeded seen; CPU: the service's process tree over the run.", ""]
+
+    def row(label: str, r: dict[str, Any]) -> list[Any]:
+        layers = " / ".join(num(r["layers"].get(k), 2) for k in ("ods", "dwd", "dws", "ds"))
+        return [label, f"**{num(r['wall'])}**", f"**{num(r['cpu'])}**", num(r["server_wall"]),
+                layers, f"{r['rows']:,}", r["inputs"],
+                f"{r.get('load_before', '?').split()[0]} → {r.get('load_after', '?').split()[0]}"]
+
+    earlier = bench["earlier"]
+    out += table(["run", "wall s", "CPU s", "server s", "ODS / DWD / DWS / DS s", "rows added",
+                  "files", "load"],
+                 [row(f"incremental, day {last['day']}", last), row("full rebuild", rebuild),
+                  [f"incremental, days 1-{len(days) - 1} (median)", num(earlier["wall"]),
+                   num(earlier["cpu"]), num(earlier["server_wall"]),
+                   f"{num(earlier['in_layers'])} in layers", "", 1, ""]])
+    r, g, eq = bench["ratios"], bench.get("growth", {}), bench["equal"]
+    out += [f"Day {last['day']} ÷ full rebuild: wall **{num(r['wall'], 3)}** "
+            f"(1/{num(1 / r['wall'] if r['wall'] else math.nan, 1)}), CPU {num(r['cpu'], 3)}, "
+            f"server {num(r['server_wall'], 3)}. Per-run cost against the day number (least "
+            f"squares over the {len(days)} incremental runs): wall {num(g.get('wall_intercept'))}"
+            f" s + {num(g.get('wall_slope'), 4)} s/day, CPU {num(g.get('cpu_intercept'))} s + "
+            f"{num(g.get('cpu_slope'), 4)} s/day.", "",
+            f"Incremental table equal to the rebuilt one (DuckDB, EXCEPT ALL both ways): "
+            f"**{num(eq['equal'])}** ({eq['rows_incremental']:,} vs {eq['rows_rebuild']:,} rows; "
+            f"{eq['only_incremental']} only in the incremental table, {eq['only_rebuild']} only "
+            f"in the rebuilt one).", "",
+            "<details><summary>every incremental run</summary>", "",
+            *table(["day", "wall s", "CPU s", "server s", "in layers s", "rows added",
+                    "table version"],
+                   [[d["day"], num(d["wall"]), num(d["cpu"]), num(d["server_wall"]),
+                     num(d["in_layers"]), f"{d['rows']:,}", (d.get("table") or {}).get("version")]
+                    for d in days]),
+            "</details>", ""]
+    return out
+
+
 def render(results: dict[str, Any]) -> str:
     meta = results.get("meta", {})
     m = meta.get("machine", {})
@@ -269,7 +318,7 @@ def render(results: dict[str, Any]) -> str:
              f"{m.get('python')}, strata {m.get('strata')}; {packages}; PostgreSQL "
              f"{meta.get('postgres', '-')}; {m.get('wrk') or 'wrk not installed'}.", ""]
     rows = []
-    for key in ("data_path", "stage_hop", "throughput", "api"):
+    for key in ("data_path", "stage_hop", "throughput", "api", "incremental"):
         b = results.get(key)
         if b:
             rows.append([key, f"`{b.get('command', '?')}`", b.get("date", "?"),
@@ -279,7 +328,8 @@ def render(results: dict[str, Any]) -> str:
                    rows)
     lines += targets_section(results)
     for key, section in (("data_path", data_section), ("stage_hop", hop_section),
-                         ("throughput", throughput_section), ("api", api_section)):
+                         ("throughput", throughput_section), ("api", api_section),
+                         ("incremental", incremental_section)):
         if key in results:
             lines += section(results[key])
     lines += [END]

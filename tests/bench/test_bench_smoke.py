@@ -1,4 +1,4 @@
-"""Smoke versions of the four benchmarks (`make bench`): tiny sizes, a few seconds each.
+"""Smoke versions of the five benchmarks (`make bench`): tiny sizes, a few seconds each.
 
 They check only that each harness runs end to end against a real `strata serve` and returns
 well-formed results that the report can render. There are no timing assertions: the numbers of
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench import api, data_path, report, stage_hop, throughput
+from bench import api, data_path, incremental, report, stage_hop, throughput
 from bench.common import quantile, ref_venv_dir, spread
 from bench.profiles import summarise
 from tests.orders_data import Dirt, generate, write_csv
@@ -140,6 +140,28 @@ async def test_api_compares_the_job_endpoints_with_healthz(
     layers = ("healthz", "job_get", "dependencies", "service_read", "document", "driver_floor")
     assert all(_is_number(cost[layer]) and cost[layer] > 0 for layer in layers)
     _renders(report.api_section(result), "## 4.")
+
+
+async def test_incremental_runs_grow_a_table_equal_to_the_full_rebuild(
+    bench_dir: Path, tmp_path: Path
+) -> None:
+    cfg = incremental.IncrementalConfig(days=4, rows_per_day=300, generator="tests",
+                                        root=tmp_path / "run")
+    result = await incremental.run(cfg)
+    assert result["status"] == "ok"
+    assert [d["day"] for d in result["days"]] == [1, 2, 3, 4]
+    assert all(d["inputs"] == 1 for d in result["days"])  # each run reads only its new file
+    assert [d["table"]["version"] for d in result["days"]] == [0, 1, 2, 3]
+    rebuild = result["rebuild"]
+    assert rebuild["inputs"] == 4 and rebuild["table"] == {"version": 0, "operation": "APPEND"}
+    assert rebuild["rows"] == sum(d["rows"] for d in result["days"])
+    assert result["equal"]["equal"] is True and result["equal"]["only_rebuild"] == 0
+    assert all(_is_number(result["ratios"][k]) for k in ("wall", "cpu", "server_wall"))
+    assert {t["name"].split(": ", 1)[-1] for t in result["targets"]} >= {
+        "run wall ≤ 1/15 of the full rebuild", "incremental table equal to the rebuilt one"}
+    json.dumps(result)
+    _renders(report.incremental_section(result), "## 5.")
+    assert any("incremental" in row for row in report.targets_section({"incremental": result}))
 
 
 def test_wrk_output_is_parsed() -> None:
