@@ -199,9 +199,19 @@ def read(table: Path, layer: str, version: int | None, limit: int,
 
 
 def history(table: Path, layer: str) -> list[dict[str, Any]]:
-    """Every version, newest first: `version`, `job_id`, `operation`, `committed_at`."""
+    """Every version, newest first: `version`, `job_id`, `operation`, `committed_at`,
+    `rows_added`."""
     delta = _at(table, layer, None)
     return [{"version": int(entry["version"]), "job_id": entry.get(JOB_KEY),
              "operation": _operation(entry),
-             "committed_at": dt.datetime.fromtimestamp(entry["timestamp"] / 1000, dt.UTC)}
+             "committed_at": dt.datetime.fromtimestamp(entry["timestamp"] / 1000, dt.UTC),
+             "rows_added": _rows_added(entry)}
             for entry in delta.history()]
+
+
+def _rows_added(entry: dict[str, Any]) -> int | None:
+    """New rows of the commit: written rows of a write, inserted rows of a merge (its updated
+    rows replace rows the table held)."""
+    metrics = entry.get("operationMetrics") or {}
+    value = metrics.get("num_added_rows", metrics.get("num_target_rows_inserted"))
+    return int(value) if value is not None else None

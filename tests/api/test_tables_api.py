@@ -67,6 +67,7 @@ async def test_runs_grow_the_tables_which_serve_rows_versions_and_history(
     history = (await api.get("/v1/pipelines/readings/tables/ds/history")).json()["versions"]
     assert [(v["version"], v["job_id"], v["operation"]) for v in history] == [
         (1, second["job_id"], "MERGE"), (0, first["job_id"], "APPEND")]
+    assert [v["rows_added"] for v in history] == [4, 3]
 
     # the Completed step of the second run again (a crash after its commit): nothing is added
     sessions = services_of(api.app).jobs.sessions  # type: ignore[attr-defined]

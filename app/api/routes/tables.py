@@ -27,6 +27,9 @@ class TableVersion(BaseModel):
     job_id: str | None = Field(description="The run that committed this version.")
     operation: str = Field(description="APPEND, MERGE or REPLACE PARTITIONS.")
     committed_at: datetime
+    rows_added: int | None = Field(
+        description="Rows the commit added: written by an append or a partition replace, "
+                    "inserted by a merge (not the rows it updated).")
 
 
 class TableHistory(BaseModel):
