@@ -23,7 +23,8 @@ JS = "text/javascript; charset=utf-8"
 ASSETS = {
     **{f"{module}.js": JS for module in (
         "app", "api", "auth", "dom", "format", "fsm-view", "job-layers", "job-output", "job-page",
-        "job-sections", "job-try", "jobs", "jobs-list", "live", "pipelines", "router", "webhooks")},
+        "job-sections", "job-try", "jobs", "jobs-list", "live", "pipeline-tables", "pipelines",
+        "router", "webhooks")},
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }

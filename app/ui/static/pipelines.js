@@ -1,10 +1,11 @@
 /* /ui/pipelines: every pipeline with its schedule and recent runs; /ui/pipelines/{name}: one
- * pipeline's versions and runs. Runs are ordinary jobs (GET /v1/jobs?pipeline=NAME). */
+ * pipeline's runs, its tables (pipeline-tables.js) and its versions. Runs are ordinary jobs (GET /v1/jobs?pipeline=NAME). */
 
 import { api } from "./api.js";
 import { h, problemAlert } from "./dom.js";
 import { timeEl } from "./format.js";
 import { jobDuration, statusBadge, statusClass } from "./jobs.js";
+import { pipelineTables } from "./pipeline-tables.js";
 
 const POLL_MS = 5000;
 const RECENT_RUNS = 10;
@@ -109,6 +110,8 @@ export function pipelinePage(view, name) {
   const meta = h("dl", { class: "meta" });
   const runs = h("div", { class: "table-scroll" });
   const versions = h("div", { class: "table-scroll" });
+  let gone = () => false;
+  const tables = pipelineTables(name, { disposed: () => gone() });
   view.append(
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" },
       h("a", { href: "/ui/pipelines", "data-nav": true, text: "← All pipelines" })),
@@ -117,6 +120,7 @@ export function pipelinePage(view, name) {
     const [p, jobs, vs] = await Promise.all([api(url),
       api(`/v1/jobs?pipeline=${enc(name)}&limit=50`), api(`${url}/versions`)]);
     if (disposed()) return;
+    gone = disposed;
     const item = (label, value) => h("div", {}, h("dt", { text: label }), h("dd", {}, value));
     meta.replaceChildren(
       item("Version", String(p.version)),
@@ -148,10 +152,12 @@ export function pipelinePage(view, name) {
         h("td", {}, h("details", {}, h("summary", { text: "Show" }),
           h("pre", { class: "params mono", text: JSON.stringify(v.spec, null, 2) }))))))));
     document.title = `${p.name} · Pipelines · Strata`;
+    await tables.update(p);
   });
   view.append(
     h("section", { class: "card", "aria-labelledby": "runs-title" },
       h("h2", { id: "runs-title", text: "Runs" }), runs),
+    tables.section,
     h("section", { class: "card", "aria-labelledby": "versions-title" },
       h("h2", { id: "versions-title", text: "Versions" }), versions));
   return page;
