@@ -9,7 +9,9 @@ dataset is cut into 31 time slices, one per "day" (`$REFDATA/gen_orders.py --fil
 and checks the rows and appends them to a Delta Lake table. Before each of 31 runs one day's file
 is landed (`PUT /v1/landing/orders/day-NN/…`, not timed), so each run reads exactly that file.
 Then the pipeline `orders-rebuild`, the same spec under another name, runs once over all 31 files
-into a table of its own: the full rebuild.
+into a table of its own: the full rebuild. Last, what a run costs whatever its data: the same
+spec as `orders-fixed-cost` over `fixed/*.csv`, three runs of 1,000 rows each (cut from day 1;
+fewer when a day is smaller).
 
 Per run: wall seconds (`POST /v1/pipelines/{name}/runs` sent → Succeeded seen, polled every
 50 ms), the service's CPU seconds over the run (utime + stime of the process tree, which a
@@ -53,6 +55,9 @@ from bench.common import (
 
 INCREMENTAL = "orders-incremental"
 REBUILD = "orders-rebuild"
+FIXED = "orders-fixed-cost"
+FIXED_ROWS = 1000
+FIXED_RUNS = 3
 LAYERS = ("ods", "dwd", "dws", "ds")
 TARGET = 1 / 15
 TYPED = (
@@ -73,12 +78,12 @@ CHECKS = [
 ]
 
 
-def pipeline_spec() -> dict[str, Any]:
+def pipeline_spec(path: str = "orders/*/*.csv") -> dict[str, Any]:
     """Each run: the new order files → typed, checked order events appended to the DWD table;
     a small daily summary downstream (not a table)."""
     return {"description": "bench: new order files each night, appended to one table",
             "params": {
-                "source": {"path": "orders/*/*.csv", "mode": "new_files", "format": "csv",
+                "source": {"path": path, "mode": "new_files", "format": "csv",
                            "options": {"header": True, "all_varchar": True}},
                 "layers": {
                     "ods": {},
@@ -210,6 +215,28 @@ def _table(warehouse: Path, pipeline: str) -> Path:
     return found[0]
 
 
+def slices(day_one: Path, root: Path, rows: int) -> list[Path]:
+    """`FIXED_RUNS` files of `rows` rows each, cut from a day's file (header kept)."""
+    out = root / "fixed"
+    out.mkdir(parents=True, exist_ok=True)
+    with day_one.open("rb") as handle:
+        header = handle.readline()
+        parts = []
+        for n in range(1, FIXED_RUNS + 1):
+            path = out / f"fixed_{n}.csv"
+            path.write_bytes(header + b"".join(handle.readline() for _ in range(rows)))
+            parts.append(path)
+    return parts
+
+
+def _break_even(fixed: float, per_row: float, days: int) -> float:
+    """Rows per day from which a day's run costs at most 1/15 of rebuilding `days` days, with
+    a run's cost = fixed + per_row x rows: 15 (f + a n) <= f + days a n."""
+    if per_row <= 0 or days <= 1 / TARGET:
+        return math.nan
+    return (1 / TARGET - 1) * fixed / ((days - 1 / TARGET) * per_row)
+
+
 def _growth(days: list[dict[str, Any]]) -> dict[str, float]:
     """Least-squares line through the per-run walls and CPU: the intercept is what a run costs
     whatever the table holds, the slope what each earlier day adds (0 if the table's size does
@@ -236,6 +263,7 @@ async def run(cfg: IncrementalConfig) -> dict[str, Any]:
                 "reason": f"REFDATA not found: {refdata_dir()} has no gen_orders.py "
                           "(set REFDATA=/path/to/refdata)"}
     files = await asyncio.to_thread(day_files, cfg)
+    fixed_rows = max(1, min(FIXED_ROWS, cfg.rows_per_day // (2 * FIXED_RUNS)))
     root = cfg.root or bench_dir() / "incremental"
     shutil.rmtree(root, ignore_errors=True)
     databases = Databases(root / "template")
@@ -246,8 +274,9 @@ async def run(cfg: IncrementalConfig) -> dict[str, Any]:
     try:
         async with running(service), httpx.AsyncClient(base_url=service.url,
                                                        timeout=120) as client:
-            for name in (INCREMENTAL, REBUILD):
-                created = await client.put(f"/v1/pipelines/{name}", json=pipeline_spec())
+            for name, glob in ((INCREMENTAL, "orders/*/*.csv"), (REBUILD, "orders/*/*.csv"),
+                               (FIXED, "fixed/*.csv")):
+                created = await client.put(f"/v1/pipelines/{name}", json=pipeline_spec(glob))
                 if created.status_code not in (200, 201):
                     raise RuntimeError(f"PUT /v1/pipelines/{name}: {created.status_code} "
                                        f"{created.text[:500]}")
@@ -260,6 +289,13 @@ async def run(cfg: IncrementalConfig) -> dict[str, Any]:
             rebuild = await run_pipeline(client, service, REBUILD, cfg)
             print(f"[incremental] rebuild: {rebuild['wall']:.2f} s wall, "
                   f"{rebuild['cpu']:.2f} s CPU, {rebuild['rows']} rows", flush=True)
+            fixed: list[dict[str, Any]] = []
+            parts = await asyncio.to_thread(slices, files[0], root, fixed_rows)
+            for n, part in enumerate(parts, start=1):
+                response = await client.put(f"/v1/landing/fixed/{part.name}",
+                                            content=part.read_bytes())
+                response.raise_for_status()
+                fixed.append({"run": n, **await run_pipeline(client, service, FIXED, cfg)})
         warehouse = root / "warehouse"
         check = await asyncio.to_thread(compare_tables, _table(warehouse, INCREMENTAL),
                                         _table(warehouse, REBUILD))
@@ -270,6 +306,10 @@ async def run(cfg: IncrementalConfig) -> dict[str, Any]:
             shutil.rmtree(root / "landing", ignore_errors=True)
     last = days[-1]
     earlier = days[:-1]
+    fixed_cpu = median(r["cpu"] for r in fixed)
+    fixed_cost = {"wall": median(r["wall"] for r in fixed), "cpu": fixed_cpu,
+                  "rows": fixed_rows, "runs": fixed}
+    per_row_cpu = (rebuild["cpu"] - fixed_cpu) / max(1, cfg.days * cfg.rows_per_day)
     ratios = {"wall": ratio(last["wall"], rebuild["wall"]),
               "cpu": ratio(last["cpu"], rebuild["cpu"]),
               "server_wall": ratio(last["server_wall"], rebuild["server_wall"])}
@@ -283,7 +323,9 @@ async def run(cfg: IncrementalConfig) -> dict[str, Any]:
                     "cpu": median(d["cpu"] for d in earlier),
                     "server_wall": median(d["server_wall"] for d in earlier),
                     "in_layers": median(d["in_layers"] for d in earlier)},
-        "growth": _growth(days), "equal": check,
+        "growth": _growth(days), "equal": check, "fixed": fixed_cost,
+        "per_row_cpu": per_row_cpu, "break_even_rows_per_day": _break_even(
+            fixed_cpu, per_row_cpu, cfg.days),
         "targets": [
             {"name": f"incremental, day {cfg.days} of {_label(cfg.rows_per_day)} rows/day: "
                      "run wall ≤ 1/15 of the full rebuild", "value": ratios["wall"],

@@ -160,8 +160,17 @@ async def test_incremental_runs_grow_a_table_equal_to_the_full_rebuild(
     assert {t["name"].split(": ", 1)[-1] for t in result["targets"]} >= {
         "run wall ≤ 1/15 of the full rebuild", "incremental table equal to the rebuilt one"}
     json.dumps(result)
+    assert result["fixed"]["rows"] == 50 and len(result["fixed"]["runs"]) == 3
+    assert math.isnan(result["break_even_rows_per_day"])  # 4 days: 1/15 is out of reach
     _renders(report.incremental_section(result), "## 5.")
     assert any("incremental" in row for row in report.targets_section({"incremental": result}))
+
+
+def test_the_break_even_daily_volume_solves_fifteen_runs_against_one_rebuild() -> None:
+    fixed, per_row, days = 0.2, 1e-6, 31
+    rows = incremental._break_even(fixed, per_row, days)
+    assert math.isclose(15 * (fixed + per_row * rows), fixed + days * per_row * rows)
+    assert math.isnan(incremental._break_even(fixed, per_row, 15))
 
 
 def test_wrk_output_is_parsed() -> None:
