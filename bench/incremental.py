@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -137,7 +138,10 @@ def day_files(cfg: IncrementalConfig) -> list[Path]:
             made = generate(python, refdata_dir(), cfg.days * cfg.rows_per_day, cfg.days,
                             cfg.seed)
             for path in sorted(made.glob("*.csv")):
-                shutil.copy(path, out / path.name)
+                try:
+                    os.link(path, out / path.name)  # the generator's copy stays for data_path
+                except OSError:
+                    shutil.copy(path, out / path.name)
         marker.write_text(json.dumps(args))
     files = sorted(out.glob("*.csv"))
     if len(files) != cfg.days:
