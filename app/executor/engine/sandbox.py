@@ -326,7 +326,7 @@ def open_connection(
     *,
     threads: int,
     memory_limit: str | None,
-    temp_directory: Path,
+    temp_directory: Path | None,
     preserve_insertion_order: bool,
     allowed_paths: Iterable[Path],
     allowed_directories: Iterable[Path],
@@ -334,9 +334,12 @@ def open_connection(
     """An in-memory connection that can reach only the given files and folders.
 
     The configuration is not locked yet: the engine creates its input views first (they bind
-    against the allowed files), then calls `lock_connection` before any user SQL runs.
+    against the allowed files), then calls `lock_connection` before any user SQL runs. Without a
+    `temp_directory` nothing spills: past `memory_limit` a query fails.
     """
-    con = duckdb.connect(":memory:")
+    # replacement scans off in the database's own config too, so every connection of it (a
+    # shared database's cursors) starts with them off, not only this one
+    con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
     try:
         settings = [
             f"SET threads = {max(1, int(threads))}",
@@ -346,7 +349,7 @@ def open_connection(
             "SET enable_progress_bar = true",
             "SET enable_progress_bar_print = false",
             f"SET preserve_insertion_order = {'true' if preserve_insertion_order else 'false'}",
-            f"SET temp_directory = {sql_string(str(temp_directory))}",
+            f"SET temp_directory = {sql_string(str(temp_directory or ''))}",
             f"SET allowed_paths = [{', '.join(sql_string(str(p)) for p in allowed_paths)}]",
             "SET allowed_directories = ["
             + ", ".join(sql_string(str(d).rstrip("/") + "/") for d in allowed_directories)
