@@ -13,7 +13,10 @@ reach no file whatever (`enable_external_access = false` with nothing allowed, t
   database) registers the table under the input's name. A registered name, a temp table and a
   running query belong to that connection only; closing it at the end of the stage drops them.
 * **Writing.** DuckDB cannot write a file here, so the result is fetched as Arrow and written by
-  `pyarrow.parquet` with the layers' settings (zstd level 1, row groups of `batch_size`).
+  `pyarrow.parquet` with the layers' settings (zstd level 1, row groups of `batch_size`). Every
+  reader sees the same columns, types and values; what differs is Parquet metadata: DuckDB marks
+  a column REQUIRED where its statistics prove it holds no NULL, and pyarrow, writing from an
+  Arrow result that carries no such proof, writes every column OPTIONAL.
 * **Same layer as the fresh path.** Only column types that both ways read and write alike are
   taken (`ARROW_SAFE`, `DUCKDB_SAFE`: checked type by type, the same DuckDB types and values
   read back); any other input or result type runs the stage on a fresh database.
@@ -37,6 +40,7 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -125,15 +129,17 @@ def write_result(
             raise FreshDatabaseNeeded("the result is too large for the shared database")
         batches.append(batch)
     table = pa.Table.from_batches(batches, schema=reader.schema)
-    pq.write_table(
-        table,
-        path,
-        row_group_size=max(1, batch_size),
-        compression="zstd",
-        compression_level=1,
-        store_schema=False,
-        store_decimal_as_integer=True,
-    )
+    options: dict[str, Any] = {
+        "compression": "zstd",
+        "compression_level": 1,
+        "store_schema": False,
+        "store_decimal_as_integer": True,
+    }
+    if table.num_rows == 0:  # DuckDB writes no row group for no rows
+        with pq.ParquetWriter(path, table.schema, **options):
+            pass
+    else:
+        pq.write_table(table, path, row_group_size=max(1, batch_size), **options)
     return table.num_rows
 
 

@@ -20,7 +20,6 @@ from app.executor.engine import publish
 from app.executor.engine.base import CancelToken, LayerResult, Progress, StageRequest
 from app.executor.engine.duckdb_engine import DuckDBEngine
 
-
 DATABASE_PATHS = ("shared", "fresh")
 """The DuckDB engine's two ways to run a stage: small inputs on the shared locked database, the
 rest on a fresh database per stage. Tests that must hold for both are parametrised over these."""
