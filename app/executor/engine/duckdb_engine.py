@@ -81,7 +81,7 @@ from app.executor.engine.sandbox import (
     translate_error,
 )
 from app.executor.engine.shared_database import (
-    RESULT_FACTOR,
+    MAX_RESULT_BYTES,
     SMALL_INPUT_BYTES,
     FreshDatabaseNeeded,
     SharedDatabase,
@@ -477,7 +477,7 @@ class _SharedStageRun(_StageRun):
                 con.sql(select, params=values or None),
                 folder / "data_0.parquet",
                 batch_size=self.ctx.request.params.batch_size,
-                max_bytes=RESULT_FACTOR * SMALL_INPUT_BYTES,
+                max_bytes=MAX_RESULT_BYTES,
             )
         except duckdb.OutOfMemoryException:
             if self.cancel.cancelled:

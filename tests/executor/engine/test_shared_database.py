@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from app.domain.states import Stage
+from app.executor.engine import duckdb_engine as duckdb_engine_module
 from app.executor.engine.base import LayerResult, SandboxViolation
 from app.executor.engine.duckdb_engine import DuckDBEngine
 from app.executor.engine.shared_database import SharedDatabase
@@ -240,3 +241,15 @@ def test_a_stage_that_changed_the_shared_catalog_fails_and_the_database_is_disca
         "SELECT count(*) FROM duckdb_databases() WHERE database_name = 'elsewhere'"
     ).fetchone() == (0,)
     shared.release(fresh, threads=1, memory_limit="64MB")
+
+
+def test_a_result_too_large_for_the_shared_database_is_written_on_a_fresh_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(duckdb_engine_module, "MAX_RESULT_BYTES", 1)
+    engine, written = run_job(tmp_path, "shared", CASES["checks"])
+    _, fresh = run_job(tmp_path, "fresh", CASES["checks"])
+
+    assert engine.shared.connections == 3  # each started there, each went to a fresh database
+    assert written["dwd counts"] == fresh["dwd counts"]
+    assert sort(written["dwd rejects"]["rows"]) == sort(fresh["dwd rejects"]["rows"])
