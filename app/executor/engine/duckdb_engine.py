@@ -35,6 +35,11 @@ What a stage does (DESIGN.md, `params`):
   `preserve_insertion_order` on, in one file, so stored order is the ORDER BY; other layers are
   written without it (faster) and their row order is unspecified.
 
+Two databases: a stage whose input is a small layer (`shared_database.SMALL_INPUT_BYTES`) runs on
+its own connection of one locked database per process that reaches no file (pyarrow reads the
+input and writes the output, `_SharedStageRun`); every other stage, and a small one that needs
+more memory or a type pyarrow writes differently, gets a fresh database locked to its files.
+
 Progress comes from a monitor thread polling `query_progress()` (a percentage in DuckDB 2.0) every
 0.2 s; `total` is the input row count (Parquet metadata) or an estimate from the landing files'
 size and line length, and `processed` is that share of `total`. Cancel interrupts the running
