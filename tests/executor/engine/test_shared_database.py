@@ -8,6 +8,7 @@ apart: each connection sees only its own input and temp tables, and leaves nothi
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 
 from app.domain.states import Stage
 from app.executor.engine import duckdb_engine as duckdb_engine_module
-from app.executor.engine.base import LayerResult, SandboxViolation
+from app.executor.engine.base import CancelToken, LayerResult, SandboxViolation
 from app.executor.engine.duckdb_engine import DuckDBEngine
 from app.executor.engine.shared_database import SharedDatabase
 from tests.executor.engine.stages import (
@@ -253,3 +254,34 @@ def test_a_result_too_large_for_the_shared_database_is_written_on_a_fresh_one(
     assert engine.shared.connections == 3  # each started there, each went to a fresh database
     assert written["dwd counts"] == fresh["dwd counts"]
     assert sort(written["dwd rejects"]["rows"]) == sort(fresh["dwd rejects"]["rows"])
+
+
+def test_stages_running_at_once_on_the_shared_database_each_see_their_own_job(
+    runner: StageRunner,
+) -> None:
+    """Four jobs' DWD stages at once: every one reads its own ODS and keeps its own temp tables
+    (the same names `__strata_sql`, `__strata_keep` in every connection)."""
+    jobs = [f"job-{n}" for n in range(4)]
+    for n, job in enumerate(jobs):
+        write_csv(runner.landing / job / "f.csv", ["id", "v"], [[n, i] for i in range(50 + n)])
+    layers = {"dwd": {"dedupe": {"keys": ["v"]}, "checks": [{"name": "c", "expr": "v <> '7'"}]}}
+
+    def run(job: str) -> LayerResult:
+        params = csv_params(f"{job}/*.csv", **layers)
+        runner.engine.run_stage(
+            runner.request(params, Stage.LANDING_TO_ODS, job), lambda _: None, CancelToken()
+        )
+        return runner.engine.run_stage(
+            runner.request(params, Stage.ODS_TO_DWD, job), lambda _: None, CancelToken()
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(zip(jobs, pool.map(run, jobs), strict=True))
+
+    if runner.engine.small_input_bytes:
+        assert runner.engine.shared.connections == 4
+    for n, job in enumerate(jobs):
+        assert (results[job].rows, results[job].rejects) == (49 + n, 1)
+        assert {row["id"] for row in read_layer(runner.layer_dir("dwd", job)).to_pylist()} == {
+            str(n)
+        }
