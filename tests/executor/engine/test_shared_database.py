@@ -27,6 +27,7 @@ from tests.executor.engine.stages import (
     csv_params,
     duckdb_engine,
     read_layer,
+    rows_of,
     write_csv,
 )
 
@@ -161,19 +162,25 @@ def sort(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def test_a_stage_needing_more_memory_than_the_shared_database_has_runs_on_a_fresh_one(
-    runner: StageRunner,
+    runner: StageRunner, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_csv(runner.landing / "in" / "f.csv", ["id"], [[1], [2]])
-    sort_1m = (
-        "SELECT repeat('x', 40) || range::VARCHAR AS s FROM ods, range(500000) "
-        "ORDER BY s DESC LIMIT 3"
+    sort_1m = (  # a full sort of 1M strings: more than 32 MB, and nowhere to spill to
+        "SELECT count(*) AS n FROM (SELECT repeat('x', 40) || range::VARCHAR || id AS s "
+        "FROM ods, range(500000) ORDER BY s DESC)"
     )
     params = csv_params(dwd={"sql": sort_1m})
     runner.run(params, Stage.LANDING_TO_ODS, memory_limit="32MB")
 
-    result = runner.run(params, Stage.ODS_TO_DWD, memory_limit="32MB")
+    with caplog.at_level("INFO", logger="app.executor.engine.duckdb_engine"):
+        result = runner.run(params, Stage.ODS_TO_DWD, memory_limit="32MB")
 
-    assert result.rows == 3  # the fresh database spills to the stage's scratch folder
+    assert result.rows == 1  # the fresh database spills to the stage's scratch folder
+    assert rows_of(runner.layer_dir("dwd")) == [{"n": 1_000_000}]
+    moved = "runs on a fresh database: out of memory on the shared database"
+    assert any(moved in r.getMessage() for r in caplog.records) == bool(
+        runner.engine.small_input_bytes
+    )
     assert not list(runner.warehouse.rglob(".tmp-*"))
 
 
