@@ -165,15 +165,15 @@ def test_a_stage_needing_more_memory_than_the_shared_database_has_runs_on_a_fres
     runner: StageRunner, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_csv(runner.landing / "in" / "f.csv", ["id"], [[1], [2]])
-    sort_1m = (  # a full sort of 1M strings: more than 32 MB, and nowhere to spill to
+    sort_1m = (  # a full sort of 1M strings: more than 64 MB, and nowhere to spill to
         "SELECT count(*) AS n FROM (SELECT repeat('x', 40) || range::VARCHAR || id AS s "
         "FROM ods, range(500000) ORDER BY s DESC)"
     )
     params = csv_params(dwd={"sql": sort_1m})
-    runner.run(params, Stage.LANDING_TO_ODS, memory_limit="32MB")
+    runner.run(params, Stage.LANDING_TO_ODS, memory_limit="64MB")
 
     with caplog.at_level("INFO", logger="app.executor.engine.duckdb_engine"):
-        result = runner.run(params, Stage.ODS_TO_DWD, memory_limit="32MB")
+        result = runner.run(params, Stage.ODS_TO_DWD, memory_limit="64MB")
 
     assert result.rows == 1  # the fresh database spills to the stage's scratch folder
     assert rows_of(runner.layer_dir("dwd")) == [{"n": 1_000_000}]
