@@ -35,6 +35,11 @@ What a stage does (DESIGN.md, `params`):
   `preserve_insertion_order` on, in one file, so stored order is the ORDER BY; other layers are
   written without it (faster) and their row order is unspecified.
 
+Two databases: a stage whose input is a small layer (`shared_database.SMALL_INPUT_BYTES`) runs on
+its own connection of one locked database per process that reaches no file (pyarrow reads the
+input and writes the output, `_SharedStageRun`); every other stage, and a small one that needs
+more memory or a type pyarrow writes differently, gets a fresh database locked to its files.
+
 Progress comes from a monitor thread polling `query_progress()` (a percentage in DuckDB 2.0) every
 0.2 s; `total` is the input row count (Parquet metadata) or an estimate from the landing files'
 size and line length, and `processed` is that share of `total`. Cancel interrupts the running
@@ -48,10 +53,12 @@ import contextlib
 import datetime as dt
 import logging
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from app.domain.params import READER_OPTIONS
@@ -78,6 +85,14 @@ from app.executor.engine.sandbox import (
     sql_value,
     translate_error,
 )
+from app.executor.engine.shared_database import (
+    MAX_RESULT_BYTES,
+    SMALL_INPUT_BYTES,
+    FreshDatabaseNeeded,
+    SharedDatabase,
+    read_small_input,
+    write_result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +105,14 @@ class DuckDBEngine(StageEngine):
 
     name = "duckdb"
 
-    def __init__(self, *, per_thread_output: bool = False) -> None:
+    def __init__(
+        self, *, per_thread_output: bool = False, small_input_bytes: int = SMALL_INPUT_BYTES
+    ) -> None:
         self.per_thread_output = per_thread_output
         """Write unordered layers as one file per thread instead of one file."""
+        self.small_input_bytes = small_input_bytes
+        """Input layers up to this size run on the shared database; 0: all on fresh ones."""
+        self.shared = SharedDatabase()
 
     def _compile(self, ctx: StageContext) -> Plan:
         guard = SqlGuard(ctx.layer, ctx.input_layer, ctx.parameters.keys())
@@ -114,7 +134,25 @@ class DuckDBEngine(StageEngine):
         )
 
     def _execute(self, work: StageWork) -> StageCounts:
+        table = self._small_input(work)
+        if table is not None:
+            try:
+                return _SharedStageRun(work, self.shared, table).execute()
+            except FreshDatabaseNeeded as why:
+                log.info("%s runs on a fresh database: %s", work.ctx.label, why)
+                for folder in (work.ctx.out_dir, work.ctx.rejects_out):
+                    shutil.rmtree(folder, ignore_errors=True)
         return _StageRun(work, per_thread=self.per_thread_output).execute()
+
+    def _small_input(self, work: StageWork) -> pa.Table | None:
+        """The input as Arrow when the stage can run on the shared database (`shared_database`)."""
+        if work.ctx.stage is Stage.LANDING_TO_ODS or self.small_input_bytes <= 0:
+            return None
+        return read_small_input(work.inputs.files, self.small_input_bytes)
+
+    def close(self) -> None:
+        """Close the shared database (a stage that runs later creates it again)."""
+        self.shared.close()
 
     def _name_parts(self, folder: Path) -> int:
         """Rename DuckDB's data_N.parquet to part-NNNNN.parquet (name order = N order)."""
@@ -145,40 +183,23 @@ class _StageRun:
         self.rejects_dir = work.ctx.rejects_out
 
     def execute(self) -> StageCounts:
-        spill_dir = self.ctx.work_dir / "spill"
-        for folder in (self.out_dir, self.rejects_dir, spill_dir):
-            folder.mkdir(parents=True)
+        self._make_folders()
         self.progress(0.0)
-        inputs, plan, out_dir = self.inputs, self.plan, self.out_dir
-        ordered = plan.ordered
-        request = self.ctx.request
-        con = open_connection(
-            threads=request.threads,
-            memory_limit=request.memory_limit,
-            temp_directory=spill_dir,
-            preserve_insertion_order=ordered,
-            allowed_paths=inputs.files,
-            allowed_directories=[out_dir.parent],  # the .tmp- folder of this stage only
-        )
+        plan, out_dir = self.plan, self.out_dir
+        con = self._connect()
         monitor = _Monitor(con, self.cancel, self.progress)
         unregister: Callable[[], None] = lambda: None  # noqa: E731
         try:
-            prefix = self._create_input(con, inputs)
-            lock_connection(con)
+            prefix = self._open_input(con)
             unregister = self.cancel.on_cancel(lambda: _interrupt(con))
             monitor.start()
-            writer = _Writer(
-                batch_size=request.params.batch_size,
-                per_thread=self.per_thread and not ordered,
-            )
             source = f"{prefix}SELECT * FROM (\n{self.query}\n) AS __strata_u"
             if not plan.checks and not plan.dedupe:
                 monitor.band(0.0, 100.0)
-                copy = writer.copy(source, out_dir)
-                rows = _scalar(self._run(con, monitor, copy, "COPY"))
+                rows = self._write(con, monitor, source, out_dir)
                 self._check_lineage(out_dir)
                 return StageCounts(after_sql=rows, rows=rows)
-            counts = self._execute_materialised(con, monitor, writer, prefix)
+            counts = self._execute_materialised(con, monitor, prefix)
             self._check_lineage(out_dir)
             return counts
         except duckdb.Error as exc:
@@ -193,10 +214,47 @@ class _StageRun:
         finally:
             unregister()
             monitor.stop()
-            con.close()
+            self._release(con)
+
+    # -- what the shared-database path replaces -------------------------------------------
+
+    def _make_folders(self) -> None:
+        for folder in (self.out_dir, self.rejects_dir, self.ctx.work_dir / "spill"):
+            folder.mkdir(parents=True)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        """A fresh database that can reach only this stage's input files and scratch folder."""
+        request = self.ctx.request
+        return open_connection(
+            threads=request.threads,
+            memory_limit=request.memory_limit,
+            temp_directory=self.ctx.work_dir / "spill",
+            preserve_insertion_order=self.plan.ordered,
+            allowed_paths=self.inputs.files,
+            allowed_directories=[self.out_dir.parent],  # the .tmp- folder of this stage only
+        )
+
+    def _open_input(self, con: duckdb.DuckDBPyConnection) -> str:
+        """Expose the input, then lock the configuration; returns the statements' WITH prefix."""
+        prefix = self._create_input(con, self.inputs)
+        lock_connection(con)
+        return prefix
+
+    def _write(
+        self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, select: str, folder: Path
+    ) -> int:
+        """Write the rows of `select` into `folder` as the layer's Parquet files; their count."""
+        writer = _Writer(
+            batch_size=self.ctx.request.params.batch_size,
+            per_thread=self.per_thread and not self.plan.ordered,
+        )
+        return _scalar(self._run(con, monitor, writer.copy(select, folder), "COPY"))
+
+    def _release(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.close()
 
     def _execute_materialised(
-        self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, writer: _Writer, prefix: str
+        self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, prefix: str
     ) -> StageCounts:
         query, checks, keys = self.query, self.plan.checks, self.plan.keys
         order_by, dedupe, ordered = self.plan.order_by, self.plan.dedupe, self.plan.ordered
@@ -277,16 +335,18 @@ class _StageRun:
         # 3. the layer, then its rejects
         counts = StageCounts()
         monitor.band(*bands["output"])
-        copy = writer.copy(f"SELECT {star} FROM {source} WHERE {why} IS NULL{order_rows}", out_dir)
-        counts.rows = _scalar(self._run(con, monitor, copy, "COPY"))
+        counts.rows = self._write(
+            con, monitor, f"SELECT {star} FROM {source} WHERE {why} IS NULL{order_rows}", out_dir
+        )
         if checks:
             monitor.band(*bands["rejects"])
-            copy = writer.copy(
+            counts.rejects = self._write(
+                con,
+                monitor,
                 f"SELECT {star}, {why} AS _reject_reason FROM {source} "
                 f"WHERE {why} IS NOT NULL{order_rows}",
                 rejects_dir,
             )
-            counts.rejects = _scalar(self._run(con, monitor, copy, "COPY"))
         counts.after_sql = _scalar(con.execute("SELECT count(*) FROM __strata_sql"))
         kept = counts.after_sql
         if dedupe:
@@ -387,6 +447,63 @@ class _StageRun:
             raise translate_error(
                 exc, label=where, input_name=self.input_name, replacements=self.ctx.replacements
             ) from None
+
+
+class _SharedStageRun(_StageRun):
+    """A small stage on its own connection to the shared locked database (`shared_database`):
+    the input registered from Arrow, the output written by pyarrow, no file reached by DuckDB."""
+
+    def __init__(self, work: StageWork, shared: SharedDatabase, table: pa.Table) -> None:
+        super().__init__(work, per_thread=False)
+        self.shared = shared
+        self.table = table
+        self.threads = work.ctx.request.threads
+        self.memory_limit = work.ctx.request.memory_limit
+
+    def _make_folders(self) -> None:
+        for folder in (self.out_dir, self.rejects_dir):
+            folder.mkdir(parents=True)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        return self.shared.connect(threads=self.threads, memory_limit=self.memory_limit)
+
+    def _open_input(self, con: duckdb.DuckDBPyConnection) -> str:
+        con.register(self.input_name, self.table)
+        return ""
+
+    def _write(
+        self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, select: str, folder: Path
+    ) -> int:
+        self.cancel.raise_if_cancelled()
+        values = bind(con, select, "SELECT", self.ctx.parameters)
+        monitor.running = True
+        try:  # a relation streams its rows into the writer as they are computed
+            return write_result(
+                con.sql(select, params=values or None),
+                folder / "data_0.parquet",
+                batch_size=self.ctx.request.params.batch_size,
+                max_bytes=MAX_RESULT_BYTES,
+            )
+        except duckdb.OutOfMemoryException:
+            if self.cancel.cancelled:
+                raise
+            raise FreshDatabaseNeeded("out of memory on the shared database") from None
+        finally:
+            monitor.running = False
+            monitor.finish_band()
+
+    def _run(
+        self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, sql: str, kind: str
+    ) -> duckdb.DuckDBPyConnection:
+        try:
+            return super()._run(con, monitor, sql, kind)
+        except duckdb.OutOfMemoryException:
+            if self.cancel.cancelled:
+                raise
+            raise FreshDatabaseNeeded("out of memory on the shared database") from None
+
+    def _release(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.shared.release(con, threads=self.threads, memory_limit=self.memory_limit)
 
 
 class _Writer:

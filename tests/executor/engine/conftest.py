@@ -7,16 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.executor.engine.stages import StageRunner
+from tests.executor.engine.stages import DATABASE_PATHS, StageRunner, duckdb_engine
 
 
-@pytest.fixture
-def runner(tmp_path: Path) -> StageRunner:
+@pytest.fixture(params=DATABASE_PATHS)
+def runner(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[StageRunner]:
+    """A job's folders and the engine, once per database path (shared and fresh)."""
     landing = tmp_path / "landing"
     warehouse = tmp_path / "warehouse"
     landing.mkdir()
     warehouse.mkdir()
-    return StageRunner(landing.resolve(), warehouse.resolve())
+    engine = duckdb_engine(request.param)
+    yield StageRunner(landing.resolve(), warehouse.resolve(), engine)
+    engine.close()
 
 
 @pytest.fixture

@@ -20,6 +20,15 @@ from app.executor.engine import publish
 from app.executor.engine.base import CancelToken, LayerResult, Progress, StageRequest
 from app.executor.engine.duckdb_engine import DuckDBEngine
 
+DATABASE_PATHS = ("shared", "fresh")
+"""The DuckDB engine's two ways to run a stage: small inputs on the shared locked database, the
+rest on a fresh database per stage. Tests that must hold for both are parametrised over these."""
+
+
+def duckdb_engine(path: str = "shared") -> DuckDBEngine:
+    """The engine taking `path` for every stage it can ("fresh": never the shared database)."""
+    return DuckDBEngine(small_input_bytes=0) if path == "fresh" else DuckDBEngine()
+
 
 @dataclass
 class StageRunner:

@@ -6,11 +6,13 @@ the engine, as a job would hit them), and the locked DuckDB connection underneat
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from app.domain.states import Stage
@@ -21,22 +23,36 @@ from app.executor.engine.sandbox import (
     open_connection,
     translate_error,
 )
-from tests.executor.engine.stages import StageRunner, csv_params, rows_of, tree, write_csv
+from app.executor.engine.shared_database import SharedDatabase
+from tests.executor.engine.stages import (
+    DATABASE_PATHS,
+    StageRunner,
+    csv_params,
+    duckdb_engine,
+    rows_of,
+    tree,
+    write_csv,
+)
 
 INPUT = "layer dwd sql may read only its input layer 'ods'"
 ONE_SELECT = "layer dwd sql: only one SELECT statement is allowed, got"
 
 
-@pytest.fixture(scope="module")
-def two_jobs(tmp_path_factory: pytest.TempPathFactory) -> StageRunner:
-    """job-1 and job-2, each with a finished ODS layer (shared: refused stages write nothing)."""
+@pytest.fixture(scope="module", params=DATABASE_PATHS)
+def two_jobs(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[StageRunner]:
+    """job-1 and job-2, each with a finished ODS layer (shared: refused stages write nothing);
+    once with the shared database for small inputs, once with a fresh database per stage."""
     root = tmp_path_factory.mktemp("sandbox").resolve()
-    runner = StageRunner(root / "landing", root / "warehouse")
+    engine = duckdb_engine(request.param)
+    runner = StageRunner(root / "landing", root / "warehouse", engine)
     runner.warehouse.mkdir()
     write_csv(runner.landing / "in" / "f.csv", ["id", "v"], [[1, "a"], [2, "b"]])
     for job in ("job-1", "job-2"):
         runner.run(csv_params(), Stage.LANDING_TO_ODS, job_id=job)
-    return runner
+    yield runner
+    engine.close()
 
 
 @pytest.fixture
@@ -251,9 +267,11 @@ def test_ods_sql_reads_the_landing_relation(runner: StageRunner) -> None:
 # -- the locked connection (what holds even if a static check missed something) ---------------
 
 
-@pytest.fixture
-def locked(tmp_path: Path) -> Any:
-    """A locked connection: input = one Parquet file, output = one folder; plus other paths."""
+@pytest.fixture(params=DATABASE_PATHS)
+def locked(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A locked connection whose input `ods` is one Parquet file, plus other paths: a fresh
+    database whose output is one folder, or a connection of the shared database (no file at
+    all: its input is registered from Arrow)."""
     mine = tmp_path / "job-1" / "ods"
     other = tmp_path / "job-2" / "ods"
     out = tmp_path / "job-1" / ".tmp-dwd" / "out"
@@ -263,6 +281,14 @@ def locked(tmp_path: Path) -> Any:
     for folder in (mine, other):
         plain.execute(f"COPY (SELECT range AS id FROM range(5)) TO '{folder}/part-00000.parquet'")
     plain.close()
+    if request.param == "shared":
+        shared = SharedDatabase()
+        con = shared.connect(threads=2, memory_limit="32MB")
+        con.register("ods", pq.read_table(mine / "part-00000.parquet"))
+        yield con, tmp_path, mine, other, out
+        con.close()
+        shared.close()
+        return
     con = open_connection(
         threads=2,
         memory_limit="32MB",
@@ -297,6 +323,7 @@ LOCKED_REFUSALS = [
     "SET lock_configuration = false",
     "PRAGMA enable_profiling",
     "SELECT * FROM secret_table",  # a Python variable of this frame: no replacement scan
+    "SELECT * FROM duckdb_settings() WHERE name = 'x' AND getenv('HOME') IS NOT NULL",
 ]
 
 
@@ -313,12 +340,19 @@ def test_the_locked_connection_refuses_other_files_writes_and_settings(
 
 
 def test_the_locked_connection_reads_its_input_and_writes_its_output(locked: Any) -> None:
-    con, _, mine, _, out = locked
+    con, tmp, mine, _, out = locked
     assert con.execute("SELECT count(*) FROM ods").fetchone() == (5,)
-    assert con.execute(
-        f"SELECT count(*) FROM read_parquet('{mine}/part-00000.parquet')"
-    ).fetchone() == (5,)
-    con.execute(f"COPY (SELECT * FROM ods) TO '{out}/data_0.parquet' (FORMAT parquet)")
+    own_file = f"SELECT count(*) FROM read_parquet('{mine}/part-00000.parquet')"
+    own_output = f"COPY (SELECT * FROM ods) TO '{out}/data_0.parquet' (FORMAT parquet)"
+    if locked_path(con) == "shared":  # no file at all: the engine reads and writes with pyarrow
+        before = tree(tmp)
+        for sql in (own_file, own_output):
+            with pytest.raises(duckdb.PermissionException):
+                con.execute(sql)
+        assert tree(tmp) == before
+        return
+    assert con.execute(own_file).fetchone() == (5,)
+    con.execute(own_output)
     assert (out / "data_0.parquet").is_file()
 
 
@@ -330,6 +364,10 @@ SORT_1M = (
 
 def test_the_locked_connection_spills_to_its_temp_directory(locked: Any) -> None:
     con, *_ = locked
+    if locked_path(con) == "shared":  # no spill folder: the engine runs such a stage afresh
+        with pytest.raises(duckdb.OutOfMemoryException):
+            con.execute(SORT_1M).fetchone()
+        return
     assert con.execute(SORT_1M).fetchone() == (1_000_000,)
     # the same sort in the same memory without a temp directory does not fit
     plain = duckdb.connect()
@@ -337,6 +375,12 @@ def test_the_locked_connection_spills_to_its_temp_directory(locked: Any) -> None
     with pytest.raises(duckdb.OutOfMemoryException):
         plain.execute(SORT_1M).fetchone()
     plain.close()
+
+
+def locked_path(con: duckdb.DuckDBPyConnection) -> str:
+    """Which database the `locked` connection is of: the shared one allows no file at all."""
+    row = con.execute("SELECT value FROM duckdb_settings() WHERE name = 'allowed_paths'")
+    return "shared" if row.fetchone() == ("[]",) else "fresh"
 
 
 def test_a_permission_error_becomes_a_sandbox_violation_without_service_paths(

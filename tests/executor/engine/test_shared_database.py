@@ -1,0 +1,294 @@
+"""Small stages on the shared locked database write what a fresh database per stage writes.
+
+The same stages run through both paths (`duckdb_engine("shared")` and `duckdb_engine("fresh")`)
+and their layers, rejects and counts are compared; then what keeps stages on the shared database
+apart: each connection sees only its own input and temp tables, and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from app.domain.states import Stage
+from app.executor.engine import duckdb_engine as duckdb_engine_module
+from app.executor.engine.base import CancelToken, LayerResult, SandboxViolation
+from app.executor.engine.duckdb_engine import DuckDBEngine
+from app.executor.engine.shared_database import SharedDatabase
+from tests.executor.engine.stages import (
+    StageRunner,
+    csv_params,
+    duckdb_engine,
+    read_layer,
+    rows_of,
+    write_csv,
+)
+
+HEADER = ["id", "kind", "amount", "ts"]
+ROWS = [
+    [i, "even" if i % 2 == 0 else "odd", f"{i * 1.25:.2f}", f"2024-01-{1 + i % 28:02d} 10:00:00"]
+    for i in range(40)
+] + [[3, "dup", "9.99", "2024-02-01 00:00:00"], [5, None, None, None]]
+
+TYPED = (
+    "SELECT CAST(id AS INTEGER) AS id, kind, CAST(amount AS DECIMAL(10, 2)) AS amount, "
+    "CAST(ts AS TIMESTAMP) AS ts, CAST(ts AS DATE) AS day, CAST(id AS DOUBLE) / 3 AS third, "
+    "CAST(id AS BIGINT) * 1000000000 AS big, id::INTEGER % 3 = 0 AS fizz, "
+    "[CAST(id AS INTEGER), 1] AS pair, {'k': kind, 'n': CAST(id AS SMALLINT)} AS rec, "
+    "CAST(amount AS DECIMAL(30, 4)) AS wide, encode(kind) AS raw FROM ods"
+)
+# (dwd, dws, ds) layer specs: every shape of stage the engine has
+CASES: dict[str, dict[str, Any]] = {
+    "pass-through": {},
+    "typed sql": {"dwd": {"sql": TYPED}},
+    "ordered sql": {"dwd": {"sql": TYPED + " ORDER BY id DESC, kind"}},
+    "checks": {
+        "dwd": {
+            "sql": TYPED,
+            "checks": [
+                {"name": "has_kind", "expr": "kind IS NOT NULL"},
+                {"name": "small", "expr": "id < 30"},
+            ],
+        }
+    },
+    "dedupe without order_by": {"dwd": {"sql": TYPED, "dedupe": {"keys": ["id"]}}},
+    "dedupe and checks": {
+        "dwd": {
+            "sql": TYPED,
+            "dedupe": {"keys": ["id"], "order_by": "ts DESC NULLS LAST, kind"},
+            "checks": [{"name": "priced", "expr": "amount IS NOT NULL"}],
+        }
+    },
+    "rowid column": {
+        "dwd": {"sql": "SELECT id AS rowid, kind FROM ods", "dedupe": {"keys": ["kind"]}}
+    },
+    "parameter": {"dwd": {"sql": "SELECT * FROM ods WHERE kind = $kind"}},
+    "dws and ds": {
+        "dwd": {"sql": TYPED},
+        "dws": {
+            "sql": "SELECT kind, count(*) AS n, sum(amount) AS total, max(ts) AS last "
+            "FROM dwd GROUP BY kind"
+        },
+        "ds": {"sql": "SELECT * FROM dws ORDER BY n DESC, kind NULLS FIRST"},
+    },
+    "empty result": {"dwd": {"sql": "SELECT * FROM ods WHERE false"}},
+    # types pyarrow would write differently: these stages go to the fresh path by themselves
+    "uuid": {"dwd": {"sql": "SELECT id, md5(kind)::UUID AS u FROM ods WHERE kind IS NOT NULL"}},
+    "interval": {"dwd": {"sql": "SELECT id, to_days(CAST(id AS INTEGER)) AS d FROM ods"}},
+    "hugeint": {"dwd": {"sql": "SELECT CAST(id AS HUGEINT) AS h FROM ods"}},
+}
+
+
+def run_job(root: Path, path: str, layers: dict[str, Any]) -> tuple[DuckDBEngine, dict[str, Any]]:
+    """The job through DS on `path`; each layer's Parquet schema, rows, rejects and counts."""
+    engine = duckdb_engine(path)
+    runner = StageRunner(root / "landing", root / path, engine)
+    runner.warehouse.mkdir(parents=True)
+    write_csv(runner.landing / "in" / "f.csv", HEADER, ROWS)
+    params = csv_params(**layers)
+    results: dict[str, LayerResult] = {}
+    for stage in Stage:
+        results[stage.layer] = runner.run(params, stage, parameters={"kind": "odd"})
+    engine.close()
+    written: dict[str, Any] = {}
+    for layer, result in results.items():
+        if layer == "ods":
+            continue  # the landing stage runs on a fresh database on both paths
+        written[layer] = describe(Path(result.path))
+        if result.rejects_path:
+            written[f"{layer} rejects"] = describe(Path(result.rejects_path))
+        written[f"{layer} counts"] = (result.rows, result.rejects, result.deduped, result.files)
+    return engine, written
+
+
+def describe(folder: Path) -> dict[str, Any]:
+    """What a reader sees of a layer. Not compared: whether a column is REQUIRED (DuckDB's writer
+    marks one so when its statistics prove no NULL; pyarrow writes from an Arrow result, which
+    carries no such proof, so its columns are all OPTIONAL) and `_ingested_at` (the time of each
+    job's own landing stage)."""
+    table = read_layer(folder)
+    table = table.cast(pa.schema([field.with_nullable(True) for field in table.schema]))
+    if "_ingested_at" in table.column_names:
+        table = table.drop_columns(["_ingested_at"])
+    files = sorted(folder.glob("*.parquet"))
+    metadata = pq.read_metadata(files[0])
+    return {
+        "schema": table.schema,
+        "duckdb types": duckdb.sql(
+            f"DESCRIBE SELECT * FROM read_parquet('{files[0]}')"
+        ).fetchall(),
+        # (DuckDB also annotates plain INT32/INT64 columns as Int(32/64), pyarrow does not:
+        # the same type to every reader)
+        "physical": [(c.name, c.physical_type) for c in metadata.schema],
+        "row groups": metadata.num_row_groups,
+        "codec": metadata.row_group(0).column(0).compression if metadata.num_row_groups else None,
+        "rows": table.to_pylist(),
+    }
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_stage_writes_the_same_layer_on_the_shared_and_on_a_fresh_database(
+    tmp_path: Path, case: str
+) -> None:
+    shared, on_shared = run_job(tmp_path, "shared", CASES[case])
+    fresh, on_fresh = run_job(tmp_path, "fresh", CASES[case])
+
+    assert fresh.shared.connections == 0
+    assert shared.shared.connections >= 1  # dwd started there (and dws, ds unless a type
+    # pyarrow would write differently sent the previous layer to the fresh path)
+    assert on_shared.keys() == on_fresh.keys()
+    for key, written in on_fresh.items():
+        if key.endswith("counts"):
+            assert on_shared[key] == written, key
+            continue
+        layer = key.split()[0]
+        ordered = layer == "ds" or "ORDER BY" in str(CASES[case].get(layer, {}).get("sql"))
+        if ordered:  # stored order is the ORDER BY: the same rows in the same order
+            assert on_shared[key] == written, key
+        else:  # same rows, in an order that is unspecified
+            assert {**on_shared[key], "rows": None} == {**written, "rows": None}, key
+            assert sort(on_shared[key]["rows"]) == sort(written["rows"]), key
+
+
+def sort(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted(repr(sorted(row.items())) for row in rows)
+
+
+def test_a_stage_needing_more_memory_than_the_shared_database_has_runs_on_a_fresh_one(
+    runner: StageRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_csv(runner.landing / "in" / "f.csv", ["id"], [[1], [2]])
+    sort_1m = (  # a full sort of 1M strings: more than 64 MB, and nowhere to spill to
+        "SELECT count(*) AS n FROM (SELECT repeat('x', 40) || range::VARCHAR || id AS s "
+        "FROM ods, range(500000) ORDER BY s DESC)"
+    )
+    params = csv_params(dwd={"sql": sort_1m})
+    runner.run(params, Stage.LANDING_TO_ODS, memory_limit="64MB")
+
+    with caplog.at_level("INFO", logger="app.executor.engine.duckdb_engine"):
+        result = runner.run(params, Stage.ODS_TO_DWD, memory_limit="64MB")
+
+    assert result.rows == 1  # the fresh database spills to the stage's scratch folder
+    assert rows_of(runner.layer_dir("dwd")) == [{"n": 1_000_000}]
+    moved = "runs on a fresh database: out of memory on the shared database"
+    assert any(moved in r.getMessage() for r in caplog.records) == bool(
+        runner.engine.small_input_bytes
+    )
+    assert not list(runner.warehouse.rglob(".tmp-*"))
+
+
+# -- what keeps the stages of the shared database apart ----------------------------------------
+
+
+@pytest.fixture
+def shared() -> Iterator[SharedDatabase]:
+    database = SharedDatabase()
+    yield database
+    database.close()
+
+
+def test_a_connection_sees_only_its_own_input_and_temp_tables(shared: SharedDatabase) -> None:
+    one = shared.connect(threads=1, memory_limit="64MB")
+    two = shared.connect(threads=1, memory_limit="64MB")
+    one.register("ods", pa.table({"id": [1, 2]}))
+    one.execute("CREATE TEMP TABLE __strata_sql AS SELECT * FROM ods")
+    two.register("dwd", pa.table({"id": [3]}))
+
+    for sql in ("SELECT * FROM ods", "SELECT * FROM __strata_sql", "SELECT * FROM temp.t"):
+        with pytest.raises(duckdb.CatalogException):
+            two.execute(sql)
+    with pytest.raises(duckdb.CatalogException):
+        one.execute("SELECT * FROM dwd")
+    assert one.execute("SELECT count(*) FROM __strata_sql").fetchone() == (2,)
+
+    shared.release(one, threads=1, memory_limit="64MB")
+    shared.release(two, threads=1, memory_limit="64MB")
+    third = shared.connect(threads=1, memory_limit="64MB")
+    views = third.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    tables = third.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+    assert (views, tables) == ([], [])
+    shared.release(third, threads=1, memory_limit="64MB")
+
+
+def test_interrupting_one_connection_leaves_the_others_running(shared: SharedDatabase) -> None:
+    one = shared.connect(threads=1, memory_limit="64MB")
+    two = shared.connect(threads=1, memory_limit="64MB")
+    one.interrupt()  # nothing runs on `one`: the interrupt must not reach `two` either
+    assert two.execute("SELECT count(*) FROM range(1000)").fetchone() == (1000,)
+    one.close()
+    two.close()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "ATTACH ':memory:' AS elsewhere",
+        "CREATE TABLE main.kept AS SELECT 1 AS x",
+        "CREATE VIEW main.kept AS SELECT 1 AS x",
+        "CREATE SEQUENCE kept",
+    ],
+)
+def test_a_stage_that_changed_the_shared_catalog_fails_and_the_database_is_discarded(
+    shared: SharedDatabase, sql: str
+) -> None:
+    """The static checks allow only a SELECT; should one ever miss, this is the second guard."""
+    con = shared.connect(threads=1, memory_limit="64MB")
+    con.execute(sql)
+    with pytest.raises(SandboxViolation, match="changed the shared catalog"):
+        shared.release(con, threads=1, memory_limit="64MB")
+    fresh = shared.connect(threads=1, memory_limit="64MB")
+    assert fresh.execute("SELECT count(*) FROM duckdb_tables()").fetchone() == (0,)
+    assert fresh.execute(
+        "SELECT count(*) FROM duckdb_databases() WHERE database_name = 'elsewhere'"
+    ).fetchone() == (0,)
+    shared.release(fresh, threads=1, memory_limit="64MB")
+
+
+def test_a_result_too_large_for_the_shared_database_is_written_on_a_fresh_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(duckdb_engine_module, "MAX_RESULT_BYTES", 1)
+    engine, written = run_job(tmp_path, "shared", CASES["checks"])
+    _, fresh = run_job(tmp_path, "fresh", CASES["checks"])
+
+    assert engine.shared.connections == 3  # each started there, each went to a fresh database
+    assert written["dwd counts"] == fresh["dwd counts"]
+    assert sort(written["dwd rejects"]["rows"]) == sort(fresh["dwd rejects"]["rows"])
+
+
+def test_stages_running_at_once_on_the_shared_database_each_see_their_own_job(
+    runner: StageRunner,
+) -> None:
+    """Four jobs' DWD stages at once: every one reads its own ODS and keeps its own temp tables
+    (the same names `__strata_sql`, `__strata_keep` in every connection)."""
+    jobs = [f"job-{n}" for n in range(4)]
+    for n, job in enumerate(jobs):
+        write_csv(runner.landing / job / "f.csv", ["id", "v"], [[n, i] for i in range(50 + n)])
+    layers = {"dwd": {"dedupe": {"keys": ["v"]}, "checks": [{"name": "c", "expr": "v <> '7'"}]}}
+
+    def run(job: str) -> LayerResult:
+        params = csv_params(f"{job}/*.csv", **layers)
+        runner.engine.run_stage(
+            runner.request(params, Stage.LANDING_TO_ODS, job), lambda _: None, CancelToken()
+        )
+        return runner.engine.run_stage(
+            runner.request(params, Stage.ODS_TO_DWD, job), lambda _: None, CancelToken()
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = dict(zip(jobs, pool.map(run, jobs), strict=True))
+
+    if runner.engine.small_input_bytes:
+        assert runner.engine.shared.connections == 4
+    for n, job in enumerate(jobs):
+        assert (results[job].rows, results[job].rejects) == (49 + n, 1)
+        assert {row["id"] for row in read_layer(runner.layer_dir("dwd", job)).to_pylist()} == {
+            str(n)
+        }
