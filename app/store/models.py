@@ -20,10 +20,18 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
+from app.domain.states import STOPPED_STATUSES
 from app.store.types import UTCDateTime, utcnow
+
+UNFINISHED_SQL = "status NOT IN ({})".format(
+    ", ".join(f"'{s.value}'" for s in sorted(STOPPED_STATUSES)))
+"""A job not yet stopped, as literal SQL: a partial index is used only for a query whose WHERE
+repeats its predicate, and neither SQLite nor a generic PostgreSQL plan can prove that from
+bound parameters."""
 
 
 def _ts(nullable: bool = True, index: bool = False) -> Any:
@@ -35,7 +43,10 @@ class Job(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
         Index("ix_jobs_runnable", "status", "suspend", "next_run_at"),
-        Index("ix_jobs_owner_created", "owner", "created_at"),
+        Index("ix_jobs_owner_created", "owner", "created_at", "id"),
+        Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_owner_unfinished", "owner", "status", postgresql_where=text(UNFINISHED_SQL),
+              sqlite_where=text(UNFINISHED_SQL)),
         Index("ix_jobs_owner_pipeline", "owner", "pipeline_name", "created_at"),
     )
 
