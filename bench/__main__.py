@@ -1,6 +1,6 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
-    python -m bench                         # all four; medians of 3 runs (≈ 30-40 min here)
+    python -m bench                         # all five; medians of 3 runs (≈ 40-50 min here)
     python -m bench --quick                 # small sizes, one run, to BENCH_DIR/benchmarks-quick.md
     python -m bench --only hop api          # some; merged into BENCH_DIR/results.json
     python -m bench --render                # only re-render the Markdown from results.json
@@ -24,10 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import api, data_path, report, stage_hop, throughput
+from bench import api, data_path, report, scale, stage_hop, throughput
 from bench.common import REPO, bench_dir, loadavg, machine, pg_available
 
-NAMES = {"data": "data_path", "hop": "stage_hop", "throughput": "throughput", "api": "api"}
+NAMES = {"data": "data_path", "hop": "stage_hop", "throughput": "throughput", "api": "api",
+         "scale": "scale"}
 
 
 def _clean(value: Any) -> Any:
@@ -58,12 +59,14 @@ def configs(args: argparse.Namespace) -> dict[str, Any]:
             profile=args.profile),
         "api": api.ApiConfig(runs=runs, duration=3.0 if quick else 10.0,
                              warmup=1.0 if quick else 2.0, profile=args.profile),
+        "scale": scale.ScaleConfig(checkpoints=[0, 2_000] if quick else [0, 1_000, 10_000, 50_000],
+                                   requests=40 if quick else 200),
     }
 
 
 RUNNERS: dict[str, Callable[[Any], Awaitable[dict[str, Any]]]] = {
     "data_path": data_path.run, "stage_hop": stage_hop.run, "throughput": throughput.run,
-    "api": api.run}
+    "api": api.run, "scale": scale.run}
 
 
 async def run_all(args: argparse.Namespace, results: dict[str, Any], path: Path) -> None:

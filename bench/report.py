@@ -56,7 +56,7 @@ def _loads(runs: list[dict[str, Any]]) -> str:
 
 def targets_section(results: dict[str, Any]) -> list[str]:
     rows = []
-    for key in ("data_path", "stage_hop", "throughput", "api"):
+    for key in ("data_path", "stage_hop", "throughput", "api", "scale"):
         bench = results.get(key)
         if not bench:
             continue
@@ -259,6 +259,35 @@ def api_section(bench: dict[str, Any]) -> list[str]:
     return out
 
 
+def scale_section(bench: dict[str, Any]) -> list[str]:
+    out = ["## 5. Creates, job GET and list as the stored jobs grow", ""]
+    if bench.get("status") != "ok":
+        return [*out, f"Skipped: {bench.get('reason')}", ""]
+    cfg = bench["config"]
+    out += [f"One request at a time, {cfg['requests']} of each kind per checkpoint after "
+            f"{cfg['warmup']} unrecorded; jobs stored in bulk between checkpoints, over "
+            f"{cfg['owners']} owners plus the measured one (a {num(cfg['owner_share'] * 100, 0)} "
+            f"% share), each keeping up to {cfg['waiting']} jobs waiting; in-flight limit at "
+            "its default (100). CPU is the service process's (utime+stime over the measured "
+            "requests), not the database server's.", ""]
+    for b in bench["backends"]:
+        rows = []
+        for c in b["checkpoints"]:
+            rows.append([f"{c['stored']:,}", f"{c['owner_jobs']:,}", f"{c['waiting_all']:,}",
+                         *[f"**{num(c[k]['p50_ms'])}** / {num(c[k]['p99_ms'])} / "
+                           f"{num(c[k]['cpu_ms_per_req'])}" for k in ("create", "get", "list")],
+                         f"{c['load_before'].split()[0]}-{c['load_after'].split()[0]}"])
+        out += [f"### {b['backend']}", "",
+                *table(["stored jobs", "owner's jobs", "waiting (all owners)",
+                        "create p50 / p99 / CPU ms", "GET p50 / p99 / CPU ms",
+                        "list p50 / p99 / CPU ms", "load"], rows)]
+        g = b["growth"]
+        out += ["Largest ÷ first checkpoint, p50 (CPU per request): " + "; ".join(
+            f"{k} {num(g[k]['p50'])} ({num(g[k]['cpu'])})" for k in ("create", "get", "list"))
+            + ".", ""]
+    return out
+
+
 def render(results: dict[str, Any]) -> str:
     meta = results.get("meta", {})
     m = meta.get("machine", {})
@@ -269,7 +298,7 @@ def render(results: dict[str, Any]) -> str:
              f"{m.get('python')}, strata {m.get('strata')}; {packages}; PostgreSQL "
              f"{meta.get('postgres', '-')}; {m.get('wrk') or 'wrk not installed'}.", ""]
     rows = []
-    for key in ("data_path", "stage_hop", "throughput", "api"):
+    for key in ("data_path", "stage_hop", "throughput", "api", "scale"):
         b = results.get(key)
         if b:
             rows.append([key, f"`{b.get('command', '?')}`", b.get("date", "?"),
@@ -279,7 +308,8 @@ def render(results: dict[str, Any]) -> str:
                    rows)
     lines += targets_section(results)
     for key, section in (("data_path", data_section), ("stage_hop", hop_section),
-                         ("throughput", throughput_section), ("api", api_section)):
+                         ("throughput", throughput_section), ("api", api_section),
+                         ("scale", scale_section)):
         if key in results:
             lines += section(results[key])
     lines += [END]

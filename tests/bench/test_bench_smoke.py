@@ -1,4 +1,4 @@
-"""Smoke versions of the four benchmarks (`make bench`): tiny sizes, a few seconds each.
+"""Smoke versions of the five benchmarks (`make bench`): tiny sizes, a few seconds each.
 
 They check only that each harness runs end to end against a real `strata serve` and returns
 well-formed results that the report can render. There are no timing assertions: the numbers of
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench import api, data_path, report, stage_hop, throughput
+from bench import api, data_path, report, scale, stage_hop, throughput
 from bench.common import quantile, ref_venv_dir, spread
 from bench.profiles import summarise
 from tests.orders_data import Dirt, generate, write_csv
@@ -140,6 +140,26 @@ async def test_api_compares_the_job_endpoints_with_healthz(
     layers = ("healthz", "job_get", "dependencies", "service_read", "document", "driver_floor")
     assert all(_is_number(cost[layer]) and cost[layer] > 0 for layer in layers)
     _renders(report.api_section(result), "## 4.")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_scale_measures_each_request_at_each_checkpoint(
+    bench_dir: Path, tmp_path: Path, backend: str
+) -> None:
+    cfg = scale.ScaleConfig(backends=[backend], checkpoints=[0, 300], requests=5, warmup=1,
+                            owners=5, root=tmp_path / "run")
+    result = await scale.run(cfg)
+    assert result["status"] == "ok"
+    (run,) = result["backends"]
+    first, last = run["checkpoints"]
+    assert (first["stored"], last["stored"]) == (0, 300)
+    assert last["owner_jobs"] > first["owner_jobs"] and last["waiting_all"] > 0
+    for point in (first, last):
+        for request in scale.REQUESTS:
+            assert point[request]["n"] == 5 and _is_number(point[request]["p50_ms"])
+    assert len(result["targets"]) == 3
+    json.dumps(result)
+    _renders(report.scale_section(result), "## 5.")
 
 
 def test_wrk_output_is_parsed() -> None:

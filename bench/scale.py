@@ -1,0 +1,309 @@
+"""Benchmark 5, creates at scale: create, job GET and list latency as the stored jobs grow.
+
+    python -m bench.scale --backends sqlite postgres --checkpoints 0 1000 10000 50000
+
+A real `strata serve` per backend (fresh database, production defaults: the in-flight limit is
+the default 100, only the per-minute create rate is lifted), with tokens, so the measured owner is
+an ordinary owner and every query carries its owner filter. Between checkpoints the jobs table is
+filled straight through SQL in bulk (a POST per stored job would take longer than the benchmark):
+`--owners` owners, the measured one holding `--owner-share` of the jobs; each owner keeps up to
+`--waiting` jobs unfinished (suspended, in Pending or a stage: the watcher leaves them alone) and
+the rest are Succeeded, Failed or Cancelled with their results, so at 50,000 stored jobs about
+nine thousand are waiting, as in the service this was first measured on; a third carry an
+idempotency key. PostgreSQL gets the `VACUUM ANALYZE` that autovacuum would run; SQLite runs as
+the service leaves it (no ANALYZE).
+
+At each checkpoint, one request at a time from this process, after a few unrecorded ones:
+
+* `POST /v1/jobs` with a new Idempotency-Key (the key lookup, the in-flight check, the insert);
+  created jobs are cancelled through SQL every `BATCH` creates, outside the measured windows, so
+  the owner stays below its in-flight limit,
+* `GET /v1/jobs/{id}` of a random job of the owner,
+* `GET /v1/jobs?limit=50` (the owner's newest page with its total).
+
+Reported per checkpoint and request: latency p50/p99 and the service's CPU ms per request
+(utime+stime of the service process over the measured windows; the PostgreSQL server's own CPU is
+not in it). Targets: each at the largest checkpoint at most 1.2 times the one at 0, by latency
+p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import shutil
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import insert, text, update
+
+from bench.common import (
+    Databases,
+    Service,
+    bench_dir,
+    loadavg,
+    quantile,
+    ratio,
+    running,
+    service_env,
+    tiny_job,
+    tree_cpu,
+)
+
+OWNER, TOKEN = "measured", "measured-token-0123"
+REQUESTS = ("create", "get", "list")
+BATCH = 40
+"""Creates between two cancellations: the owner's waiting jobs plus these stay under 100."""
+TARGET = 1.2
+_WAITING_STATUSES = ("Pending", "Pending", "LandingToODS", "ODSToDWD", "DWDToDWS", "DWSToDS")
+_STOPPED = ("Succeeded", "Succeeded", "Succeeded", "Failed", "Cancelled")
+
+
+@dataclass
+class ScaleConfig:
+    backends: list[str] = field(default_factory=lambda: ["sqlite", "postgres"])
+    checkpoints: list[int] = field(default_factory=lambda: [0, 1_000, 10_000, 50_000])
+    requests: int = 200
+    """Measured requests of each kind per checkpoint."""
+    warmup: int = 10
+    owners: int = 200
+    owner_share: float = 0.1
+    waiting: int = 50
+    """Unfinished jobs each owner keeps at most (below the in-flight limit of 100)."""
+    root: Path | None = None
+
+
+@dataclass
+class _Filler:
+    """Adds jobs to the table; remembers how many each owner has waiting."""
+
+    url: str
+    cfg: ScaleConfig
+    stored: int = 0
+    waiting: dict[str, int] = field(default_factory=dict)
+    owned: list[str] = field(default_factory=list)
+    """Ids of the measured owner's jobs (the GETs pick from them)."""
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+
+    def _owner(self, i: int) -> str:
+        if self.rng.random() < self.cfg.owner_share:
+            return OWNER
+        return f"owner-{i % self.cfg.owners:03d}"
+
+    def _row(self, i: int, now: datetime) -> dict[str, Any]:
+        owner = self._owner(i)
+        created = now - timedelta(seconds=100_000 - i)
+        waits = (self.waiting.get(owner, 0) < self.cfg.waiting and self.rng.random() < 0.2)
+        params = tiny_job()["params"]
+        row: dict[str, Any] = {
+            "id": str(uuid.uuid4()), "name": f"fill-{i}", "description": None, "owner": owner,
+            "suspend": waits, "params": params, "results": {}, "conditions": [], "attempt": 1,
+            "version": 1, "idempotency_key": f"fill-{i}" if i % 3 == 0 else None,
+            "request_hash": "0" * 64, "created_at": created, "updated_at": created,
+            "started_at": None, "ended_at": None, "stage_started_at": None, "next_run_at": None,
+            "lease_owner": None, "lease_expires_at": None, "pipeline": None, "pipeline_id": None,
+            "pipeline_name": None}
+        if waits:
+            self.waiting[owner] = self.waiting.get(owner, 0) + 1
+            row["status"] = self.rng.choice(_WAITING_STATUSES)
+        else:
+            status = self.rng.choice(_STOPPED)
+            ended = created + timedelta(seconds=2)
+            row.update(status=status, started_at=created, ended_at=ended, updated_at=ended,
+                       results={"layers": {layer: {"rows": 20, "path": f"{layer}/{row['id']}"}
+                                           for layer in ("ods", "dwd", "dws", "ds")}})
+        if owner == OWNER:
+            self.owned.append(row["id"])
+        return row
+
+    async def fill_to(self, target: int) -> float:
+        """Insert jobs until `target` are stored; returns the seconds it took."""
+        from app.store.db import create_engine
+        from app.store.models import Job
+
+        started = time.perf_counter()
+        if target <= self.stored:
+            return 0.0
+        engine = create_engine(self.url)
+        now = datetime.now(UTC)
+        try:
+            for start in range(self.stored, target, 5000):
+                rows = [self._row(i, now) for i in range(start, min(start + 5000, target))]
+                async with engine.begin() as conn:
+                    await conn.execute(insert(Job), rows)
+            self.stored = target
+            if self.url.startswith("postgresql"):
+                async with engine.connect() as conn:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    await conn.execute(text("VACUUM ANALYZE jobs"))
+        finally:
+            await engine.dispose()
+        return time.perf_counter() - started
+
+    async def cancel(self, ids: list[str]) -> None:
+        from app.store.db import create_engine
+        from app.store.models import Job
+
+        engine = create_engine(self.url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(update(Job).where(Job.id.in_(ids))  # type: ignore[attr-defined]
+                                   .values(status="Cancelled"))
+        finally:
+            await engine.dispose()
+
+
+def _stats(latencies: list[float], cpu: float) -> dict[str, Any]:
+    n = len(latencies)
+    return {"n": n, "p50_ms": quantile(latencies, 0.5), "p99_ms": quantile(latencies, 0.99),
+            "cpu_ms_per_req": cpu * 1000 / n if n else math.nan}
+
+
+async def _timed(pid: int, calls: list[Callable[[], Awaitable[httpx.Response]]],
+                 ok: tuple[int, ...]) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    cpu0 = tree_cpu(pid)
+    for call in calls:
+        t0 = time.perf_counter()
+        response = await call()
+        latencies.append((time.perf_counter() - t0) * 1000)
+        if response.status_code not in ok:
+            raise RuntimeError(f"{response.request.method} {response.request.url.path}: "
+                               f"{response.status_code} {response.text[:300]}")
+    return latencies, tree_cpu(pid) - cpu0
+
+
+async def measure(client: httpx.AsyncClient, pid: int, filler: _Filler,
+                  cfg: ScaleConfig) -> dict[str, Any]:
+    """The three requests at the current size, `cfg.requests` of each (plus the warm-up)."""
+    body = tiny_job("scale", suspend=True)
+    created: list[str] = []
+
+    async def create() -> httpx.Response:
+        response = await client.post("/v1/jobs", json=body,
+                                     headers={"Idempotency-Key": f"scale-{uuid.uuid4()}"})
+        if response.status_code == 201:
+            created.append(response.json()["job_id"])
+        return response
+
+    out: dict[str, Any] = {"stored": filler.stored, "load_before": loadavg()}
+    latencies: list[float] = []
+    cpu = 0.0
+    total = cfg.warmup + cfg.requests
+    done = 0
+    while done < total:
+        n = min(BATCH, total - done)
+        lat, used = await _timed(pid, [create] * n, (201,))
+        recorded = max(0, done + n - cfg.warmup) - max(0, done - cfg.warmup)
+        if recorded:
+            latencies += lat[n - recorded:]
+            cpu += used * recorded / n
+        done += n
+        filler.owned += created
+        await filler.cancel(created)
+        created.clear()
+    out["create"] = _stats(latencies, cpu)
+    rng = random.Random(filler.stored)
+
+    def get() -> Awaitable[httpx.Response]:
+        return client.get(f"/v1/jobs/{rng.choice(filler.owned)}")
+
+    def page() -> Awaitable[httpx.Response]:
+        return client.get("/v1/jobs", params={"limit": 50})
+
+    for name, call in (("get", get), ("list", page)):
+        await _timed(pid, [call] * cfg.warmup, (200,))
+        lat, used = await _timed(pid, [call] * cfg.requests, (200,))
+        out[name] = _stats(lat, used)
+    listed = (await client.get("/v1/jobs", params={"limit": 1})).json()["total"]
+    out.update(owner_jobs=listed, load_after=loadavg())
+    return out
+
+
+async def run_backend(cfg: ScaleConfig, backend: str, databases: Databases) -> dict[str, Any]:
+    root = (cfg.root or bench_dir() / "scale") / backend
+    shutil.rmtree(root, ignore_errors=True)
+    url = await asyncio.to_thread(databases.new, backend, root)
+    env = service_env(url, root, STRATA_CREATES_PER_MINUTE=10_000_000,
+                      STRATA_API_TOKENS=f"{OWNER}={TOKEN}")
+    service = Service(root, env)
+    filler = _Filler(url, cfg)
+    checkpoints = []
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with running(service), httpx.AsyncClient(base_url=service.url, timeout=60,
+                                                    headers=headers) as client:
+        for target in sorted(cfg.checkpoints):
+            fill_seconds = await filler.fill_to(target)
+            point = await measure(client, service.pid, filler, cfg)
+            point.update(checkpoint=target, fill_seconds=fill_seconds,
+                         owner_waiting=filler.waiting.get(OWNER, 0),
+                         waiting_all=sum(filler.waiting.values()))
+            checkpoints.append(point)
+            print(f"[scale] {backend} {target}: " + ", ".join(
+                f"{k} p50 {point[k]['p50_ms']:.2f} ms cpu {point[k]['cpu_ms_per_req']:.2f} ms"
+                for k in REQUESTS), flush=True)
+    first, last = checkpoints[0], checkpoints[-1]
+    growth = {k: {"p50": ratio(last[k]["p50_ms"], first[k]["p50_ms"]),
+                  "cpu": ratio(last[k]["cpu_ms_per_req"], first[k]["cpu_ms_per_req"])}
+              for k in REQUESTS}
+    return {"backend": backend, "checkpoints": checkpoints, "growth": growth}
+
+
+async def run(cfg: ScaleConfig) -> dict[str, Any]:
+    backends = list(cfg.backends)
+    skipped = {}
+    if "postgres" in backends:
+        from bench.common import pg_available
+
+        ok, why = await pg_available()
+        if not ok:
+            backends.remove("postgres")
+            skipped["postgres"] = why
+    databases = Databases((cfg.root or bench_dir() / "scale") / "template")
+    results = []
+    try:
+        for backend in backends:
+            results.append(await run_backend(cfg, backend, databases))
+    finally:
+        await asyncio.to_thread(databases.close)
+    largest = max(cfg.checkpoints)
+    targets = []
+    for r in results:
+        for name, label in (("create", "POST /v1/jobs"), ("get", "GET /v1/jobs/{id}"),
+                            ("list", "GET /v1/jobs")):
+            value = r["growth"][name]["p50"]
+            targets.append({
+                "name": f"Scale ({r['backend']}): {label} latency at {largest:,} stored jobs "
+                        f"≤ {TARGET} x at 0", "value": value, "limit": TARGET,
+                "met": bool(value <= TARGET), "cpu_ratio": r["growth"][name]["cpu"]})
+    return {"name": "scale", "status": "ok" if results else "skipped",
+            "config": {"checkpoints": sorted(cfg.checkpoints), "requests": cfg.requests,
+                       "warmup": cfg.warmup, "owners": cfg.owners,
+                       "owner_share": cfg.owner_share, "waiting": cfg.waiting},
+            "skipped_backends": skipped, "backends": results, "targets": targets,
+            **({} if results else {"reason": "; ".join(skipped.values())})}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgres"])
+    parser.add_argument("--checkpoints", type=int, nargs="+", default=[0, 1_000, 10_000, 50_000])
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+    cfg = ScaleConfig(backends=args.backends, checkpoints=args.checkpoints,
+                      requests=args.requests)
+    print(json.dumps(asyncio.run(run(cfg)), indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
