@@ -60,7 +60,8 @@ def configs(args: argparse.Namespace) -> dict[str, Any]:
         "api": api.ApiConfig(runs=runs, duration=3.0 if quick else 10.0,
                              warmup=1.0 if quick else 2.0, profile=args.profile),
         "scale": scale.ScaleConfig(checkpoints=[0, 2_000] if quick else [0, 1_000, 10_000, 50_000],
-                                   requests=40 if quick else 200),
+                                   requests=40 if quick else 200,
+                                   idle_seconds=1.0 if quick else 3.0),
     }
 
 

@@ -147,7 +147,7 @@ async def test_scale_measures_each_request_at_each_checkpoint(
     bench_dir: Path, tmp_path: Path, backend: str
 ) -> None:
     cfg = scale.ScaleConfig(backends=[backend], checkpoints=[0, 300], requests=5, warmup=1,
-                            owners=5, root=tmp_path / "run")
+                            owners=5, idle_seconds=0.2, root=tmp_path / "run")
     result = await scale.run(cfg)
     assert result["status"] == "ok"
     (run,) = result["backends"]
@@ -156,7 +156,9 @@ async def test_scale_measures_each_request_at_each_checkpoint(
     assert last["owner_jobs"] > first["owner_jobs"] and last["waiting_all"] > 0
     for point in (first, last):
         for request in scale.REQUESTS:
-            assert point[request]["n"] == 5 and _is_number(point[request]["p50_ms"])
+            assert point[request]["n"] == 5
+            assert all(_is_number(point[request][k])
+                       for k in ("p50_ms", "p99_ms", "cpu_ms_per_req", "net_cpu_ms_per_req"))
     assert len(result["targets"]) == 3
     json.dumps(result)
     _renders(report.scale_section(result), "## 5.")
