@@ -19,7 +19,8 @@ At each checkpoint, one request at a time from this process, after a few unrecor
   created jobs are cancelled through SQL every `BATCH` creates, outside the measured windows, so
   the owner stays below its in-flight limit,
 * `GET /v1/jobs/{id}` of a random job of the owner,
-* `GET /v1/jobs?limit=50` (the owner's newest page with its total).
+* `GET /v1/jobs?limit=50` (the owner's newest page with its total),
+* the same as an admin, who sees every owner's jobs (as the local owner does without tokens).
 
 Reported per checkpoint and request: latency p50/p99 and the service's CPU ms per request
 (utime+stime of the service process over the measured windows; the PostgreSQL server's own CPU is
@@ -51,7 +52,9 @@ from bench.common import (
     Databases,
     Service,
     bench_dir,
+    cpu_seconds,
     loadavg,
+    pg_admin_dsn,
     quantile,
     ratio,
     running,
@@ -61,7 +64,8 @@ from bench.common import (
 )
 
 OWNER, TOKEN = "measured", "measured-token-0123"
-REQUESTS = ("create", "get", "list")
+ADMIN, ADMIN_TOKEN = "admin", "admin-token-0123"
+REQUESTS = ("create", "get", "list", "list_all")
 BATCH = 40
 """Creates between two cancellations: the owner's waiting jobs plus these stay under 100."""
 TARGET = 1.2
@@ -165,38 +169,100 @@ class _Filler:
             await engine.dispose()
 
 
-def _stats(latencies: list[float], cpu: float, wall: float, background: float
-           ) -> dict[str, Any]:
-    """Latency quantiles; the service's CPU per request, and the same less what the service
-    burns with no request at all (`background`, CPU seconds per second) over the same wall."""
-    n = len(latencies)
-    return {"n": n, "p50_ms": quantile(latencies, 0.5), "p99_ms": quantile(latencies, 0.99),
-            "cpu_ms_per_req": cpu * 1000 / n if n else math.nan,
-            "net_cpu_ms_per_req": (cpu - background * wall) * 1000 / n if n else math.nan}
+@dataclass
+class Meter:
+    """CPU seconds of the service process, and on PostgreSQL of the server backends connected
+    to the benchmark's database (where the service's queries run)."""
+
+    pid: int
+    database: str | None = None
+    _admin: Any = None
+
+    async def _db_cpu(self) -> dict[int, float]:
+        if self.database is None:
+            return {}
+        if self._admin is None:
+            import asyncpg
+
+            self._admin = await asyncpg.connect(pg_admin_dsn())
+        rows = await self._admin.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1",
+                                       self.database)
+        return {int(r["pid"]): cpu_seconds(int(r["pid"])) for r in rows}
+
+    async def read(self) -> tuple[float, dict[int, float]]:
+        return tree_cpu(self.pid), await self._db_cpu()
+
+    @staticmethod
+    def used(before: tuple[float, dict[int, float]], after: tuple[float, dict[int, float]]
+             ) -> tuple[float, float]:
+        """(service, database) CPU seconds between two readings; a backend that was not there
+        before counts whole, one gone since is lost (the pool keeps them)."""
+        db = sum(cpu - before[1].get(pid, 0.0) for pid, cpu in after[1].items()
+                 if not math.isnan(cpu))
+        return after[0] - before[0], db
+
+    async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
 
 
-async def background_cpu(pid: int, seconds: float) -> float:
-    """CPU seconds per second the idle service uses (its watcher, scheduler, dispatcher)."""
-    cpu0, t0 = tree_cpu(pid), time.perf_counter()
+@dataclass
+class _Window:
+    """What a run of requests used: latencies, CPU of the service and the database, wall."""
+
+    latencies: list[float] = field(default_factory=list)
+    cpu: float = 0.0
+    db_cpu: float = 0.0
+    wall: float = 0.0
+
+    def add(self, other: _Window, share: float = 1.0) -> None:
+        self.cpu += other.cpu * share
+        self.db_cpu += other.db_cpu * share
+        self.wall += other.wall * share
+
+
+def _stats(window: _Window, background: tuple[float, float]) -> dict[str, Any]:
+    """Latency quantiles; CPU per request of the service and of the database server, and
+    their sum less what both burn with no request at all (`background`, CPU seconds per
+    second) over the same wall time."""
+    n = len(window.latencies)
+    if not n:
+        return {"n": 0}
+    idle = (background[0] + background[1]) * window.wall
+    return {"n": n, "p50_ms": quantile(window.latencies, 0.5),
+            "p99_ms": quantile(window.latencies, 0.99),
+            "cpu_ms_per_req": window.cpu * 1000 / n,
+            "db_cpu_ms_per_req": window.db_cpu * 1000 / n,
+            "net_cpu_ms_per_req": (window.cpu + window.db_cpu - idle) * 1000 / n}
+
+
+async def background_cpu(meter: Meter, seconds: float) -> tuple[float, float]:
+    """CPU seconds per second the idle service (its watcher, scheduler, dispatcher) and the
+    database server's backends for it use."""
+    before, t0 = await meter.read(), time.perf_counter()
     await asyncio.sleep(seconds)
-    return (tree_cpu(pid) - cpu0) / (time.perf_counter() - t0)
+    service, db = Meter.used(before, await meter.read())
+    took = time.perf_counter() - t0
+    return service / took, db / took
 
 
-async def _timed(pid: int, calls: list[Callable[[], Awaitable[httpx.Response]]],
-                 ok: tuple[int, ...]) -> tuple[list[float], float, float]:
-    latencies: list[float] = []
-    cpu0, wall0 = tree_cpu(pid), time.perf_counter()
+async def _timed(meter: Meter, calls: list[Callable[[], Awaitable[httpx.Response]]],
+                 ok: tuple[int, ...]) -> _Window:
+    window = _Window()
+    before, wall0 = await meter.read(), time.perf_counter()
     for call in calls:
         t0 = time.perf_counter()
         response = await call()
-        latencies.append((time.perf_counter() - t0) * 1000)
+        window.latencies.append((time.perf_counter() - t0) * 1000)
         if response.status_code not in ok:
             raise RuntimeError(f"{response.request.method} {response.request.url.path}: "
                                f"{response.status_code} {response.text[:300]}")
-    return latencies, tree_cpu(pid) - cpu0, time.perf_counter() - wall0
+    window.wall = time.perf_counter() - wall0
+    window.cpu, window.db_cpu = Meter.used(before, await meter.read())
+    return window
 
 
-async def measure(client: httpx.AsyncClient, pid: int, filler: _Filler,
+async def measure(client: httpx.AsyncClient, meter: Meter, filler: _Filler,
                   cfg: ScaleConfig) -> dict[str, Any]:
     """The three requests at the current size, `cfg.requests` of each (plus the warm-up)."""
     body = tiny_job("scale", suspend=True)
@@ -209,26 +275,25 @@ async def measure(client: httpx.AsyncClient, pid: int, filler: _Filler,
             created.append(response.json()["job_id"])
         return response
 
-    background = await background_cpu(pid, cfg.idle_seconds)
+    background = await background_cpu(meter, cfg.idle_seconds)
     out: dict[str, Any] = {"stored": filler.stored, "load_before": loadavg(),
-                           "background_cpu_ms_per_s": background * 1000}
-    latencies: list[float] = []
-    cpu = wall = 0.0
+                           "background_cpu_ms_per_s": background[0] * 1000,
+                           "background_db_cpu_ms_per_s": background[1] * 1000}
+    creates = _Window()
     total = cfg.warmup + cfg.requests
     done = 0
     while done < total:
         n = min(BATCH, total - done)
-        lat, used, took = await _timed(pid, [create] * n, (201,))
+        batch = await _timed(meter, [create] * n, (201,))
         recorded = max(0, done + n - cfg.warmup) - max(0, done - cfg.warmup)
         if recorded:
-            latencies += lat[n - recorded:]
-            cpu += used * recorded / n
-            wall += took * recorded / n
+            creates.latencies += batch.latencies[n - recorded:]
+            creates.add(batch, recorded / n)
         done += n
         filler.owned += created
         await filler.cancel(created)
         created.clear()
-    out["create"] = _stats(latencies, cpu, wall, background)
+    out["create"] = _stats(creates, background)
     rng = random.Random(filler.stored)
 
     def get() -> Awaitable[httpx.Response]:
@@ -237,13 +302,30 @@ async def measure(client: httpx.AsyncClient, pid: int, filler: _Filler,
     def page() -> Awaitable[httpx.Response]:
         return client.get("/v1/jobs", params={"limit": 50})
 
-    for name, call in (("get", get), ("list", page)):
-        await _timed(pid, [call] * cfg.warmup, (200,))
-        lat, used, took = await _timed(pid, [call] * cfg.requests, (200,))
-        out[name] = _stats(lat, used, took, background)
+    def page_all() -> Awaitable[httpx.Response]:
+        return client.get("/v1/jobs", params={"limit": 50},
+                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+    for name, call in (("get", get), ("list", page), ("list_all", page_all)):
+        await _timed(meter, [call] * cfg.warmup, (200,))
+        out[name] = _stats(await _timed(meter, [call] * cfg.requests, (200,)), background)
     listed = (await client.get("/v1/jobs", params={"limit": 1})).json()["total"]
     out.update(owner_jobs=listed, load_after=loadavg())
     return out
+
+
+async def _scan(cfg: ScaleConfig, backend: str, client: httpx.AsyncClient, meter: Meter,
+                filler: _Filler, checkpoints: list[dict[str, Any]]) -> None:
+    for target in sorted(cfg.checkpoints):
+        fill_seconds = await filler.fill_to(target)
+        point = await measure(client, meter, filler, cfg)
+        point.update(checkpoint=target, fill_seconds=fill_seconds,
+                     owner_waiting=filler.waiting.get(OWNER, 0),
+                     waiting_all=sum(filler.waiting.values()))
+        checkpoints.append(point)
+        print(f"[scale] {backend} {target:,}: " + ", ".join(
+            f"{k} p50 {point[k]['p50_ms']:.2f} ms, CPU {point[k]['cpu_ms_per_req']:.2f} + db "
+            f"{point[k]['db_cpu_ms_per_req']:.2f} ms" for k in REQUESTS), flush=True)
 
 
 async def run_backend(cfg: ScaleConfig, backend: str, databases: Databases) -> dict[str, Any]:
@@ -251,24 +333,21 @@ async def run_backend(cfg: ScaleConfig, backend: str, databases: Databases) -> d
     shutil.rmtree(root, ignore_errors=True)
     url = await asyncio.to_thread(databases.new, backend, root)
     env = service_env(url, root, STRATA_CREATES_PER_MINUTE=10_000_000,
-                      STRATA_API_TOKENS=f"{OWNER}={TOKEN}")
+                      STRATA_API_TOKENS=f"{OWNER}={TOKEN},{ADMIN}={ADMIN_TOKEN}",
+                      STRATA_ADMIN_OWNERS=ADMIN)
     service = Service(root, env)
     filler = _Filler(url, cfg)
-    checkpoints = []
+    checkpoints: list[dict[str, Any]] = []
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with running(service), httpx.AsyncClient(base_url=service.url, timeout=60,
                                                     headers=headers) as client:
-        for target in sorted(cfg.checkpoints):
-            fill_seconds = await filler.fill_to(target)
-            point = await measure(client, service.pid, filler, cfg)
-            point.update(checkpoint=target, fill_seconds=fill_seconds,
-                         owner_waiting=filler.waiting.get(OWNER, 0),
-                         waiting_all=sum(filler.waiting.values()))
-            checkpoints.append(point)
-            print(f"[scale] {backend} {target}: " + ", ".join(
-                f"{k} p50 {point[k]['p50_ms']:.2f} ms cpu {point[k]['cpu_ms_per_req']:.2f} ms"
-                for k in REQUESTS), flush=True)
+        meter = Meter(service.pid, url.rsplit("/", 1)[1] if backend == "postgres" else None)
+        try:
+            await _scan(cfg, backend, client, meter, filler, checkpoints)
+        finally:
+            await meter.close()
     first, last = checkpoints[0], checkpoints[-1]
+
     growth = {k: {"p50": ratio(last[k]["p50_ms"], first[k]["p50_ms"]),
                   "cpu": ratio(last[k]["cpu_ms_per_req"], first[k]["cpu_ms_per_req"]),
                   "net_cpu": ratio(last[k]["net_cpu_ms_per_req"],
@@ -298,7 +377,7 @@ async def run(cfg: ScaleConfig) -> dict[str, Any]:
     targets = []
     for r in results:
         for name, label in (("create", "POST /v1/jobs"), ("get", "GET /v1/jobs/{id}"),
-                            ("list", "GET /v1/jobs")):
+                            ("list", "GET /v1/jobs"), ("list_all", "GET /v1/jobs as admin")):
             value = r["growth"][name]["p50"]
             targets.append({
                 "name": f"Scale ({r['backend']}): {label} latency at {largest:,} stored jobs "

@@ -23,7 +23,7 @@ from sqlmodel import col
 from app.domain.errors import ConcurrentUpdate
 from app.domain.states import RUNNABLE_STATUSES
 from app.store import webhooks
-from app.store.models import UNFINISHED_SQL, Job, JobEvent
+from app.store.models import UNFINISHED_SQL, Job, JobCount, JobEvent
 
 # Columns the version guard protects; the lease columns are the claim's business, not the job's.
 _STATE_COLUMNS = (
@@ -85,6 +85,15 @@ def list_query(
     return query.order_by(col(Job.created_at).desc(), col(Job.id).desc())
 
 
+async def count_stored(session: AsyncSession, owner: str | None) -> int:
+    """The owner's stored jobs (all of them for None), read from job_counts, which triggers
+    keep: counting them would cost a read of every one of them on every list."""
+    query = select(func.coalesce(func.sum(col(JobCount.jobs)), 0))
+    if owner is not None:
+        query = query.where(col(JobCount.owner) == owner)
+    return int((await session.execute(query)).scalar_one())
+
+
 async def list_jobs(
     session: AsyncSession,
     *,
@@ -96,10 +105,13 @@ async def list_jobs(
     pipeline: str | None = None,
 ) -> tuple[int, list[Job]]:
     query = list_query(owner=owner, status=status, name=name, pipeline=pipeline)
-    counted = select(func.count()).select_from(Job)
-    if query.whereclause is not None:
-        counted = counted.where(query.whereclause)
-    total = (await session.execute(counted)).scalar_one()
+    if status is None and name is None and pipeline is None:
+        total = await count_stored(session, owner)
+    else:
+        counted = select(func.count()).select_from(Job)
+        if query.whereclause is not None:
+            counted = counted.where(query.whereclause)
+        total = (await session.execute(counted)).scalar_one()
     page = (await session.execute(query.limit(limit).offset(offset))).scalars().all()
     return int(total), list(page)
 

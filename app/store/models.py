@@ -80,6 +80,18 @@ class Job(SQLModel, table=True):
     pipeline_name: str | None = Field(default=None, max_length=63)
 
 
+class JobCount(SQLModel, table=True):
+    """How many jobs each owner has stored: the list's total without counting them.
+
+    Kept by triggers on jobs (migration 0007), in the transaction of every insert and delete,
+    whoever makes it; a job's owner never changes."""
+
+    __tablename__ = "job_counts"
+
+    owner: str = Field(primary_key=True, max_length=200)
+    jobs: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
 class JobEvent(SQLModel, table=True):
     __tablename__ = "job_events"
 

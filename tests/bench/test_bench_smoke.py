@@ -159,7 +159,7 @@ async def test_scale_measures_each_request_at_each_checkpoint(
             assert point[request]["n"] == 5
             assert all(_is_number(point[request][k])
                        for k in ("p50_ms", "p99_ms", "cpu_ms_per_req", "net_cpu_ms_per_req"))
-    assert len(result["targets"]) == 3
+    assert len(result["targets"]) == 4
     json.dumps(result)
     _renders(report.scale_section(result), "## 5.")
 

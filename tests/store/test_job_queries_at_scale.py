@@ -1,5 +1,5 @@
 """The per-request job queries read a bounded number of index entries, however many jobs are
-stored: the in-flight count of a create, the idempotency lookup and the list's page.
+stored: the in-flight count of a create, the idempotency lookup, the list's page and its total.
 
 The plans are read with the planner's choice of a sequential scan turned off on PostgreSQL (on a
 test-sized table it would rightly prefer one): what is checked is that the index can serve the
@@ -12,8 +12,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, insert, text
+from sqlalchemy import Select, delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from app.domain.states import JobStatus
 from app.store import jobs as store
@@ -90,3 +91,22 @@ async def test_the_idempotency_lookup_is_one_index_probe(db_engine: AsyncEngine)
         assert "Index Scan using uq_jobs_owner_idempotency_key" in shown
     else:
         assert "(owner=? AND idempotency_key=?)" in shown
+
+
+async def test_the_stored_totals_follow_every_insert_and_delete_whoever_makes_them(
+    db_engine: AsyncEngine, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    rows = [job_row(f"o{i % 3}", STATUSES[i % len(STATUSES)], i) for i in range(30)]
+    await store_jobs(db_engine, rows)
+    async with db_engine.begin() as conn:  # as the scheduler's history limit does, in bulk
+        await conn.execute(delete(Job).where(col(Job.id).in_([r["id"] for r in rows[:7]])))
+    async with sessions() as session:
+        for owner in ("o0", "o1", "o2", None, "nobody"):
+            counted = select(func.count()).select_from(Job)
+            if owner is not None:
+                counted = counted.where(col(Job.owner) == owner)
+            expected = (await session.execute(counted)).scalar_one()
+            assert await store.count_stored(session, owner) == expected
+        total, _ = await store.list_jobs(session, owner="o1", status=None, name=None, limit=5,
+                                         offset=0)
+        assert total == await store.count_stored(session, "o1") > 0
