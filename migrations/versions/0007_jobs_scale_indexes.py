@@ -9,6 +9,8 @@ Create Date: 2026-12-01 13:40:00.000000
   jobs the owner has stored or has waiting.
 * job_counts — each owner's number of stored jobs, kept by triggers on every insert and delete
   of a job in the same transaction: the list's total without a filter is read, not counted.
+  On SQLite a later migration that recreates the jobs table (batch "move and copy") drops these
+  triggers with it and must create them again.
 * ix_jobs_owner_created gains `id`, and ix_jobs_created is new: the list's order
   (created_at DESC, id DESC) is read straight from an index, for one owner or for an admin,
   instead of sorting every matching job to return the first page.
@@ -50,8 +52,10 @@ _POSTGRES_TRIGGERS = (
         END IF;
         RETURN NULL;
     END $$""",
-    """CREATE TRIGGER jobs_count AFTER INSERT OR DELETE ON jobs
-        FOR EACH ROW EXECUTE FUNCTION jobs_count()""",
+    # deferred to the commit: the owner's count row is locked only while the transaction
+    # commits, so concurrent creates of one owner do not queue behind each other's whole work
+    """CREATE CONSTRAINT TRIGGER jobs_count AFTER INSERT OR DELETE ON jobs
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION jobs_count()""",
 )
 
 
