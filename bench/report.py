@@ -264,7 +264,10 @@ def scale_section(bench: dict[str, Any]) -> list[str]:
     if bench.get("status") != "ok":
         return [*out, f"Skipped: {bench.get('reason')}", ""]
     cfg = bench["config"]
-    out += [f"One request at a time, {cfg['requests']} of each kind per checkpoint after "
+    out += ["Two services per backend, measured in alternating batches: one whose jobs table "
+            "grows through the checkpoints, one whose table stays empty (the reference; the "
+            "*÷ ref* column is p50 over the reference's p50 over the same moments). "
+            f"One request at a time, {cfg['requests']} of each kind per checkpoint after "
             f"{cfg['warmup']} unrecorded; jobs stored in bulk between checkpoints, over "
             f"{cfg['owners']} owners plus the measured one (a {num(cfg['owner_share'] * 100, 0)} "
             f"% share), each keeping up to {cfg['waiting']} jobs waiting; in-flight limit at "
@@ -283,14 +286,21 @@ def scale_section(bench: dict[str, Any]) -> list[str]:
                          *[f"**{num(c[k]['p50_ms'], 1)}** / {num(c[k]['p99_ms'], 1)}; "
                            f"{num(c[k]['cpu_ms_per_req'])} + {num(c[k].get('db_cpu_ms_per_req'))}"
                            f"; net {num(c[k]['net_cpu_ms_per_req'])}" for k in kinds],
+                         " / ".join(num(c.get("paired", {}).get(k, {}).get("p50")) for k in kinds),
                          f"{c['load_before'].split()[0]}-{c['load_after'].split()[0]}"])
         out += [f"### {b['backend']}", "",
                 *table(["stored jobs", "owner's jobs", "waiting (all owners)",
                         "idle CPU ms/s", "create ms", "job GET ms", "list ms (owner)",
-                        "list ms (admin)", "load"], rows)]
-        g = b["growth"]
-        out += ["Largest ÷ first checkpoint, latency p50 (net CPU per request): " + "; ".join(
-            f"{k} {num(g[k]['p50'])} ({num(g[k].get('net_cpu'))})" for k in kinds) + ".", ""]
+                        "list ms (admin)", "p50 ÷ ref: create / GET / list / admin", "load"],
+                      rows)]
+        g, paired = b["growth"], b.get("paired", {})
+        out += ["At the largest checkpoint, latency p50 (net CPU per request) ÷ the reference's "
+                "in the same run: " + "; ".join(
+                    f"{k} {num(paired.get(k, {}).get('p50'))} "
+                    f"({num(paired.get(k, {}).get('net_cpu'))})" for k in kinds)
+                + ". Largest ÷ first checkpoint of the growing service: " + "; ".join(
+                    f"{k} {num(g[k]['p50'])} ({num(g[k].get('net_cpu'))})" for k in kinds)
+                + ".", ""]
     return out
 
 

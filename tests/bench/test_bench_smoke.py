@@ -100,6 +100,8 @@ async def test_stage_hop_measures_hops_from_the_stored_timestamps(
         assert level["hop_ms"]["n"] == 3 * 3  # three hops per job
         assert all(_is_number(level["hop_ms"][k]) for k in ("median", "p90", "p99", "max"))
         assert level["statuses"] == [{"Succeeded": 3}]
+    assert [p["stored"] for p in run["references"]] == [0, 0]
+    assert all(_is_number(run["paired"][request]["p50"]) for request in scale.REQUESTS)
     assert len(result["targets"]) == 4
     _renders(report.hop_section(result), "## 2.")
 
@@ -159,6 +161,8 @@ async def test_scale_measures_each_request_at_each_checkpoint(
             assert point[request]["n"] == 5
             assert all(_is_number(point[request][k])
                        for k in ("p50_ms", "p99_ms", "cpu_ms_per_req", "net_cpu_ms_per_req"))
+    assert [p["stored"] for p in run["references"]] == [0, 0]
+    assert all(_is_number(run["paired"][request]["p50"]) for request in scale.REQUESTS)
     assert len(result["targets"]) == 4
     json.dumps(result)
     _renders(report.scale_section(result), "## 5.")
