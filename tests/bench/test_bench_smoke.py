@@ -100,8 +100,6 @@ async def test_stage_hop_measures_hops_from_the_stored_timestamps(
         assert level["hop_ms"]["n"] == 3 * 3  # three hops per job
         assert all(_is_number(level["hop_ms"][k]) for k in ("median", "p90", "p99", "max"))
         assert level["statuses"] == [{"Succeeded": 3}]
-    assert [p["stored"] for p in run["references"]] == [0, 0]
-    assert all(_is_number(run["paired"][request]["p50"]) for request in scale.REQUESTS)
     assert len(result["targets"]) == 4
     _renders(report.hop_section(result), "## 2.")
 
