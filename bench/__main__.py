@@ -1,6 +1,6 @@
 """Run the benchmarks and write docs/benchmarks.md.
 
-    python -m bench                         # all five; medians of 3 runs (≈ 30-40 min here)
+    python -m bench                         # all six; medians of 3 runs (≈ 50-60 min here)
     python -m bench --quick                 # small sizes, one run, to BENCH_DIR/benchmarks-quick.md
     python -m bench --only hop api          # some; merged into BENCH_DIR/results.json
     python -m bench --only incremental      # day 31 of a growing table vs a full rebuild
@@ -25,11 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import api, data_path, incremental, report, stage_hop, throughput
+from bench import api, data_path, incremental, report, scale, stage_hop, throughput
 from bench.common import REPO, bench_dir, loadavg, machine, pg_available
 
 NAMES = {"data": "data_path", "hop": "stage_hop", "throughput": "throughput", "api": "api",
-         "incremental": "incremental"}
+         "incremental": "incremental",
+         "scale": "scale"}
 
 
 def _clean(value: Any) -> Any:
@@ -63,12 +64,15 @@ def configs(args: argparse.Namespace) -> dict[str, Any]:
         "incremental": incremental.IncrementalConfig(
             rows_per_day=2_000 if quick else 300_000, generator="tests" if quick else "refdata",
             install=not args.no_install),
+        "scale": scale.ScaleConfig(checkpoints=[0, 2_000] if quick else [0, 1_000, 10_000, 50_000],
+                                   requests=40 if quick else 200,
+                                   idle_seconds=1.0 if quick else 3.0),
     }
 
 
 RUNNERS: dict[str, Callable[[Any], Awaitable[dict[str, Any]]]] = {
     "data_path": data_path.run, "stage_hop": stage_hop.run, "throughput": throughput.run,
-    "api": api.run, "incremental": incremental.run}
+    "api": api.run, "incremental": incremental.run, "scale": scale.run}
 
 
 async def run_all(args: argparse.Namespace, results: dict[str, Any], path: Path) -> None:

@@ -56,7 +56,7 @@ def _loads(runs: list[dict[str, Any]]) -> str:
 
 def targets_section(results: dict[str, Any]) -> list[str]:
     rows = []
-    for key in ("data_path", "stage_hop", "throughput", "api", "incremental"):
+    for key in ("data_path", "stage_hop", "throughput", "api", "incremental", "scale"):
         bench = results.get(key)
         if not bench:
             continue
@@ -326,6 +326,51 @@ def _fixed_cost(bench: dict[str, Any], days: int) -> list[str]:
             f"**{num(bench['break_even_rows_per_day'], 0)}** rows per day.", ""]
 
 
+def scale_section(bench: dict[str, Any]) -> list[str]:
+    out = ["## 6. Creates, job GET and list as the stored jobs grow", ""]
+    if bench.get("status") != "ok":
+        return [*out, f"Skipped: {bench.get('reason')}", ""]
+    cfg = bench["config"]
+    out += ["Two services per backend, measured in alternating batches: one whose jobs table "
+            "grows through the checkpoints, one whose table stays empty (the reference; the "
+            "*÷ ref* column is p50 over the reference's p50 over the same moments). "
+            f"One request at a time, {cfg['requests']} of each kind per checkpoint after "
+            f"{cfg['warmup']} unrecorded; jobs stored in bulk between checkpoints, over "
+            f"{cfg['owners']} owners plus the measured one (a {num(cfg['owner_share'] * 100, 0)} "
+            f"% share), each keeping up to {cfg['waiting']} jobs waiting; in-flight limit at "
+            "its default (100). Each cell: latency p50 / p99, then CPU ms per request of the "
+            "service process + of the PostgreSQL backends serving it (SQLite runs inside the "
+            "service), then *net*: both less what they burn idle (read for "
+            f"{num(cfg.get('idle_seconds'), 0)} s before the requests; the idle column, "
+            "service + database) over the same wall time.", ""]
+    kinds = ("create", "get", "list", "list_all")
+    for b in bench["backends"]:
+        rows = []
+        for c in b["checkpoints"]:
+            rows.append([f"{c['stored']:,}", f"{c['owner_jobs']:,}", f"{c['waiting_all']:,}",
+                         f"{num(c['background_cpu_ms_per_s'], 0)} + "
+                         f"{num(c.get('background_db_cpu_ms_per_s'), 0)}",
+                         *[f"**{num(c[k]['p50_ms'], 1)}** / {num(c[k]['p99_ms'], 1)}; "
+                           f"{num(c[k]['cpu_ms_per_req'])} + {num(c[k].get('db_cpu_ms_per_req'))}"
+                           f"; net {num(c[k]['net_cpu_ms_per_req'])}" for k in kinds],
+                         " / ".join(num(c.get("paired", {}).get(k, {}).get("p50")) for k in kinds),
+                         f"{c['load_before'].split()[0]}-{c['load_after'].split()[0]}"])
+        out += [f"### {b['backend']}", "",
+                *table(["stored jobs", "owner's jobs", "waiting (all owners)",
+                        "idle CPU ms/s", "create ms", "job GET ms", "list ms (owner)",
+                        "list ms (admin)", "p50 ÷ ref: create / GET / list / admin", "load"],
+                      rows)]
+        g, paired = b["growth"], b.get("paired", {})
+        out += ["At the largest checkpoint, latency p50 (net CPU per request) ÷ the reference's "
+                "in the same run: " + "; ".join(
+                    f"{k} {num(paired.get(k, {}).get('p50'))} "
+                    f"({num(paired.get(k, {}).get('net_cpu'))})" for k in kinds)
+                + ". Largest ÷ first checkpoint of the growing service: " + "; ".join(
+                    f"{k} {num(g[k]['p50'])} ({num(g[k].get('net_cpu'))})" for k in kinds)
+                + ".", ""]
+    return out
+
+
 def render(results: dict[str, Any]) -> str:
     meta = results.get("meta", {})
     m = meta.get("machine", {})
@@ -336,7 +381,7 @@ def render(results: dict[str, Any]) -> str:
              f"{m.get('python')}, strata {m.get('strata')}; {packages}; PostgreSQL "
              f"{meta.get('postgres', '-')}; {m.get('wrk') or 'wrk not installed'}.", ""]
     rows = []
-    for key in ("data_path", "stage_hop", "throughput", "api", "incremental"):
+    for key in ("data_path", "stage_hop", "throughput", "api", "incremental", "scale"):
         b = results.get(key)
         if b:
             rows.append([key, f"`{b.get('command', '?')}`", b.get("date", "?"),

@@ -155,13 +155,19 @@ class JobService:
             await limiter.acquire()
 
     async def _check_in_flight(self, owner: str) -> None:
+        """429 once the owner has `max_in_flight` jobs not yet stopped.
+
+        Checked before the create's transaction, as a read: requests racing past the check
+        together may each insert, so under concurrency the limit can be exceeded by the creates
+        in flight at that moment, never by more; sequential creates see it exactly.
+        """
         if self.max_in_flight is not None:
             async with self.sessions() as session:
-                in_flight = await store.count_in_flight(session, owner)
+                in_flight = await store.count_in_flight(session, owner, self.max_in_flight)
             if in_flight >= self.max_in_flight:
                 raise TooManyRequests(
-                    f"owner {owner!r} has {in_flight} jobs in flight, the limit is "
-                    f"{self.max_in_flight}; wait for some to finish", retry_after=5)
+                    f"owner {owner!r} has {self.max_in_flight} jobs in flight, the limit; wait "
+                    "for some to finish", retry_after=5)
 
     async def _replay(self, owner: str, key: str, digest: str) -> Job | None:
         async with self.sessions() as session:

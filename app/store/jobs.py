@@ -6,14 +6,24 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Row, func, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    Row,
+    Select,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col
 
 from app.domain.errors import ConcurrentUpdate
 from app.domain.states import RUNNABLE_STATUSES
 from app.store import webhooks
-from app.store.models import Job, JobEvent
+from app.store.models import UNFINISHED_SQL, Job, JobCount, JobEvent
 
 # Columns the version guard protects; the lease columns are the claim's business, not the job's.
 _STATE_COLUMNS = (
@@ -49,9 +59,39 @@ async def get_job(session: AsyncSession, job_id: str, owner: str | None = None) 
     return (await session.execute(query)).scalars().first()
 
 
+def idempotency_query(owner: str, key: str) -> Select[Job]:
+    """One probe of the unique (owner, idempotency_key) index."""
+    return select(Job).where(col(Job.owner) == owner, col(Job.idempotency_key) == key)
+
+
 async def find_by_idempotency_key(session: AsyncSession, owner: str, key: str) -> Job | None:
-    query = select(Job).where(col(Job.owner) == owner, col(Job.idempotency_key) == key)
-    return (await session.execute(query)).scalars().first()
+    return (await session.execute(idempotency_query(owner, key))).scalars().first()
+
+
+def list_query(
+    *, owner: str | None, status: str | None, name: str | None, pipeline: str | None
+) -> Select[Job]:
+    """Jobs newest first; without filters beyond the owner the order is read from
+    ix_jobs_owner_created (ix_jobs_created for an admin), so a page stops after its rows."""
+    query = select(Job)
+    if pipeline is not None:
+        query = query.where(col(Job.pipeline_name) == pipeline)
+    if owner is not None:
+        query = query.where(col(Job.owner) == owner)
+    if status is not None:
+        query = query.where(col(Job.status) == status)
+    if name is not None:
+        query = query.where(col(Job.name) == name)
+    return query.order_by(col(Job.created_at).desc(), col(Job.id).desc())
+
+
+async def count_stored(session: AsyncSession, owner: str | None) -> int:
+    """The owner's stored jobs (all of them for None), read from job_counts, which triggers
+    keep: counting them would cost a read of every one of them on every list."""
+    query = select(func.coalesce(func.sum(col(JobCount.jobs)), 0))
+    if owner is not None:
+        query = query.where(col(JobCount.owner) == owner)
+    return int((await session.execute(query)).scalar_one())
 
 
 async def list_jobs(
@@ -64,23 +104,16 @@ async def list_jobs(
     offset: int,
     pipeline: str | None = None,
 ) -> tuple[int, list[Job]]:
-    conditions: list[Any] = []
-    if pipeline is not None:
-        conditions.append(col(Job.pipeline_name) == pipeline)
-    if owner is not None:
-        conditions.append(col(Job.owner) == owner)
-    if status is not None:
-        conditions.append(col(Job.status) == status)
-    if name is not None:
-        conditions.append(col(Job.name) == name)
-    counted = select(func.count()).select_from(Job).where(*conditions)
-    total = (await session.execute(counted)).scalar_one()
-    query = (
-        select(Job).where(*conditions)
-        .order_by(col(Job.created_at).desc(), col(Job.id).desc())
-        .limit(limit).offset(offset)
-    )
-    return int(total), list((await session.execute(query)).scalars().all())
+    query = list_query(owner=owner, status=status, name=name, pipeline=pipeline)
+    if status is None and name is None and pipeline is None:
+        total = await count_stored(session, owner)
+    else:
+        counted = select(func.count()).select_from(Job)
+        if query.whereclause is not None:
+            counted = counted.where(query.whereclause)
+        total = (await session.execute(counted)).scalar_one()
+    page = (await session.execute(query.limit(limit).offset(offset))).scalars().all()
+    return int(total), list(page)
 
 
 async def save_job(session: AsyncSession, job: Job, expected_version: int) -> Job:
@@ -196,9 +229,18 @@ async def count_by_status(session: AsyncSession) -> dict[str, int]:
     return {status: int(n) for status, n in (await session.execute(query)).all()}
 
 
-async def count_in_flight(session: AsyncSession, owner: str) -> int:
-    """Jobs of `owner` that are not stopped (the ones that use the service's capacity)."""
-    query = select(func.count()).select_from(Job).where(
-        col(Job.owner) == owner, col(Job.status).in_(sorted(RUNNABLE_STATUSES))
+def in_flight_query(owner: str, limit: int) -> Select[int]:
+    """How many jobs of `owner` are not yet stopped, counted up to `limit`: the partial index
+    ix_jobs_owner_unfinished alone serves it, reading at most `limit` entries."""
+    unfinished = (
+        select(literal_column("1")).select_from(Job)
+        .where(col(Job.owner) == owner, text(UNFINISHED_SQL))
+        .limit(limit).subquery()
     )
-    return int((await session.execute(query)).scalar_one())
+    return select(func.count()).select_from(unfinished)
+
+
+async def count_in_flight(session: AsyncSession, owner: str, limit: int) -> int:
+    """Jobs of `owner` not yet stopped (the ones that use the service's capacity), up to `limit`:
+    a create costs the same with ten or ten thousand of the owner's jobs stored or waiting."""
+    return int((await session.execute(in_flight_query(owner, limit))).scalar_one())

@@ -20,10 +20,18 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
+from app.domain.states import STOPPED_STATUSES
 from app.store.types import UTCDateTime, utcnow
+
+UNFINISHED_SQL = "status NOT IN ({})".format(
+    ", ".join(f"'{s.value}'" for s in sorted(STOPPED_STATUSES)))
+"""A job not yet stopped, as literal SQL: a partial index is used only for a query whose WHERE
+repeats its predicate, and neither SQLite nor a generic PostgreSQL plan can prove that from
+bound parameters."""
 
 
 def _ts(nullable: bool = True, index: bool = False) -> Any:
@@ -35,7 +43,10 @@ class Job(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
         Index("ix_jobs_runnable", "status", "suspend", "next_run_at"),
-        Index("ix_jobs_owner_created", "owner", "created_at"),
+        Index("ix_jobs_owner_created", "owner", "created_at", "id"),
+        Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_owner_unfinished", "owner", "status", postgresql_where=text(UNFINISHED_SQL),
+              sqlite_where=text(UNFINISHED_SQL)),
         Index("ix_jobs_owner_pipeline", "owner", "pipeline_name", "created_at"),
     )
 
@@ -67,6 +78,18 @@ class Job(SQLModel, table=True):
         description="A pipeline run's name, version, trigger, scheduled_for and parameters.")
     pipeline_id: str | None = Field(default=None, max_length=36, index=True)
     pipeline_name: str | None = Field(default=None, max_length=63)
+
+
+class JobCount(SQLModel, table=True):
+    """How many jobs each owner has stored: the list's total without counting them.
+
+    Kept by triggers on jobs (migration 0007), in the transaction of every insert and delete,
+    whoever makes it; a job's owner never changes."""
+
+    __tablename__ = "job_counts"
+
+    owner: str = Field(primary_key=True, max_length=200)
+    jobs: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class JobEvent(SQLModel, table=True):

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bench import api, data_path, incremental, report, stage_hop, throughput
+from bench import api, data_path, incremental, report, scale, stage_hop, throughput
 from bench.common import quantile, ref_venv_dir, spread
 from bench.profiles import summarise
 from tests.orders_data import Dirt, generate, write_csv
@@ -171,6 +171,30 @@ def test_the_break_even_daily_volume_solves_fifteen_runs_against_one_rebuild() -
     rows = incremental._break_even(fixed, per_row, days)
     assert math.isclose(15 * (fixed + per_row * rows), fixed + days * per_row * rows)
     assert math.isnan(incremental._break_even(fixed, per_row, 15))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_scale_measures_each_request_at_each_checkpoint(
+    bench_dir: Path, tmp_path: Path, backend: str
+) -> None:
+    cfg = scale.ScaleConfig(backends=[backend], checkpoints=[0, 300], requests=5, warmup=1,
+                            owners=5, idle_seconds=0.2, root=tmp_path / "run")
+    result = await scale.run(cfg)
+    assert result["status"] == "ok"
+    (run,) = result["backends"]
+    first, last = run["checkpoints"]
+    assert (first["stored"], last["stored"]) == (0, 300)
+    assert last["owner_jobs"] > first["owner_jobs"] and last["waiting_all"] > 0
+    for point in (first, last):
+        for request in scale.REQUESTS:
+            assert point[request]["n"] == 5
+            assert all(_is_number(point[request][k])
+                       for k in ("p50_ms", "p99_ms", "cpu_ms_per_req", "net_cpu_ms_per_req"))
+    assert [p["stored"] for p in run["references"]] == [0, 0]
+    assert all(_is_number(run["paired"][request]["p50"]) for request in scale.REQUESTS)
+    assert len(result["targets"]) == 4
+    json.dumps(result)
+    _renders(report.scale_section(result), "## 6.")
 
 
 def test_wrk_output_is_parsed() -> None:

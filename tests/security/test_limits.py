@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -50,6 +51,22 @@ async def test_too_many_jobs_in_flight_is_429_with_retry_after(
         first = (await api.get("/v1/jobs")).json()["jobs"][0]["job_id"]
         await api.post(f"/v1/jobs/{first}/cancel")
         assert (await api.post("/v1/jobs", json=job("fits-again"))).status_code == 201
+
+
+async def test_racing_creates_may_pass_the_in_flight_check_together_but_never_undercount(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The check is a read before the create's transaction: creates racing past it together may
+    each be accepted (so the limit can be exceeded by the racers but one), none is refused while
+    the owner is below the limit, and once they settle the limit holds for the next create."""
+    settings = service_settings(database_url, tmp_path, max_jobs_in_flight=3)
+    async with running_service(settings) as api:
+        assert (await api.post("/v1/jobs", json=job("first"))).status_code == 201
+        racers = await asyncio.gather(*(api.post("/v1/jobs", json=job(f"r{i}")) for i in range(8)))
+        codes = sorted(r.status_code for r in racers)
+        assert set(codes) <= {201, 429} and codes.count(201) >= 2
+        assert (await api.get("/v1/jobs")).json()["total"] == 1 + codes.count(201)
+        assert (await api.post("/v1/jobs", json=job("after"))).status_code == 429
 
 
 async def test_creating_faster_than_the_rate_is_429(database_url: str, tmp_path: Path) -> None:
