@@ -153,10 +153,11 @@ def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
                       max_in_flight=settings.max_jobs_in_flight,
                       creates_per_minute=settings.creates_per_minute, metrics=metrics,
                       reader=reader, warehouse_dir=settings.warehouse_path())
-    if executor is not None:
-        executor.runner.on_finished = watcher.wake
+    if executor is not None:  # a finished task reaches the watcher as it is: no poll
+        executor.runner.on_finished = watcher.task_finished
     dsn = asyncpg_dsn(settings.database_url)
-    listener = WakeListener(dsn, watcher.wake) if dsn else None
+    # this process wakes its own watcher directly; its own NOTIFYs are for other processes
+    listener = WakeListener(dsn, watcher.wake, skip_own=True) if dsn else None
     pipelines = PipelineService(sessions, jobs, inputs=InputClaimer(settings.landing_path()))
     scheduler = Scheduler(pipelines, warehouse_dir=settings.warehouse_path(),
                           interval=settings.scheduler_interval,
