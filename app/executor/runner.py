@@ -28,7 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from app.contract.tasks import TaskStatus
+from app.contract.tasks import TaskPublic, TaskStatus
 from app.domain import layout
 from app.domain.parameters import TypedValue, bind_values
 from app.domain.params import JobParams
@@ -43,6 +43,7 @@ from app.executor.engine.base import (
     StageRequest,
 )
 from app.executor.gates import Verdict, evaluate
+from app.executor.schemas import task_public
 from app.executor.tasks import TaskStore
 from app.logs import bind
 from app.store.models import ExecutorTask
@@ -124,8 +125,9 @@ class TaskRunner:
         self._slots: asyncio.Semaphore | None = None
         self._stopping = asyncio.Event()
         self._sweep_now = asyncio.Event()
-        self.on_finished: Callable[[str], None] | None = None
-        """Called with the job id when a task's end is recorded (the embedded watcher's wake)."""
+        self.on_finished: Callable[[TaskPublic], None] | None = None
+        """Called with the task when its end is recorded: the embedded watcher takes it as it
+        is, so it need not poll it."""
         self._sync_done = asyncio.Event()
 
     # --- what the API and metrics see --------------------------------------------------------
@@ -340,10 +342,10 @@ class TaskRunner:
             run.task_id, self.runner_id, status, result=document or failure, error=error,
             progress=final, now=self.clock(),
         )
-        if written:
+        if written is not None:
             log.info("task %s: %s%s", run.task_id, status.value, f": {error}" if error else "")
             if self.on_finished is not None:
-                self.on_finished(run.job_id)
+                self.on_finished(task_public(written))
         else:
             log.info("task %s: ended %s here, but was already %s elsewhere; left as it is",
                      run.task_id, status.value, run.reason or "finished")

@@ -136,11 +136,10 @@ class TaskStore:
                     status=TaskStatus.PROCESSING.value, started_at=now, updated_at=now,
                     progress=0.0, processed=0, total=0,
                 )
-                .execution_options(synchronize_session=False)
+                .returning(ExecutorTask)
+                .execution_options(synchronize_session=False, populate_existing=True)
             )
-            if _rowcount(result) != 1:
-                return None
-            return await session.get(ExecutorTask, task_id, populate_existing=True)
+            return result.scalars().first()
 
     async def renew_leases(
         self, task_ids: Collection[str], runner: str, lease_seconds: float,
@@ -200,11 +199,12 @@ class TaskStore:
         error: str | None = None,
         progress: tuple[float, int, int] | None = None,
         now: datetime | None = None,
-    ) -> bool:
+    ) -> ExecutorTask | None:
         """Record how the run ended, only while `runner` still holds the task.
 
         A task cancelled meanwhile (or taken over after a lapsed lease) is left as it is, so a
-        cancelled task never turns completed or failed. Returns whether the row was written.
+        cancelled task never turns completed or failed. Returns the row as written, or None when
+        it was not written.
         """
         now = now or utcnow()
         values: dict[str, Any] = {
@@ -214,19 +214,17 @@ class TaskStore:
         if progress is not None:
             values.update(progress=progress[0], processed=progress[1], total=progress[2])
         async with transaction(self.sessions) as session:
-            written = await session.execute(
+            written = (await session.execute(
                 update(ExecutorTask)
                 .where(col(ExecutorTask.id) == task_id, _held_by(runner))
                 .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            if _rowcount(written) != 1:
-                return False
-            job_id = (await session.execute(
-                select(col(ExecutorTask.job_id)).where(col(ExecutorTask.id) == task_id)
-            )).scalar_one()
-            await notify(session, job_id)  # wakes the watchers of other processes for this job
-            return True
+                .returning(ExecutorTask)
+                .execution_options(synchronize_session=False, populate_existing=True)
+            )).scalars().first()
+            if written is None:
+                return None
+            await notify(session, written.job_id)  # wakes the watchers of other processes
+            return written
 
     async def release(self, task_ids: Collection[str], runner: str) -> None:
         """Give up held tasks unfinished, so any runner may claim them at once."""

@@ -58,6 +58,22 @@ class StageDriver:
     queued_poll_seconds: float = 5.0
     _queued_seen: dict[str, float] = field(default_factory=dict)
     """Task id → monotonic time of the last poll that found it still queued."""
+    _finished: dict[str, TaskPublic] = field(default_factory=dict)
+    """Task id → the finished task as the embedded executor handed it over, used once."""
+    _created: dict[str, TaskPublic] = field(default_factory=dict)
+    """Job id → the task this advance just created, as the create answered."""
+
+    def task_finished(self, task: TaskPublic) -> None:
+        """Take a finished task from the executor that ran it, so its job need not poll it.
+
+        A finished task never changes, so this is the answer a poll would get. Only the
+        embedded executor hands tasks over; a remote one is polled as before.
+        """
+        if not task.finished:
+            return
+        if len(self._finished) > 10_000:  # tasks of jobs advanced elsewhere leave entries
+            self._finished.clear()
+        self._finished[task.task_id] = task
 
     async def advance(self, job: Job, *, woken: bool = True) -> Job | None:
         """Take the job as far as it can go now; None when another writer got there first.
@@ -67,6 +83,12 @@ class StageDriver:
         backlog most tasks wait in the queue, and polling each of them every pass was most of
         the watcher's work. A finished task wakes its job, so this delays nothing.
         """
+        try:
+            return await self._advance(job, woken=woken)
+        finally:
+            self._created.pop(job.id, None)
+
+    async def _advance(self, job: Job, *, woken: bool) -> Job | None:
         try:
             for step in range(MAX_STEPS_PER_TICK):
                 before = (job.status, job.attempt)
@@ -118,14 +140,8 @@ class StageDriver:
         if not self._has_task(job, batch):
             try:
                 task = await self._create_task(job, stage)
-            except TaskRejected as exc:
-                self.metrics.task_create_errors.labels("rejected").inc()
-                return await self._fail(job, stage, "TaskRejected", str(exc))
-            except ExecutorUnavailable as exc:
-                self.metrics.task_create_errors.labels("unavailable").inc()
-                return await self._executor_down(job, exc)
-            self.metrics.tasks_created.labels(stage.value).inc()
-            crash_point("after_task_create")
+            except (TaskRejected, ExecutorUnavailable) as exc:
+                return await self._create_failed(job, stage, exc)
             job = self._executor_up(job, now)
             job.results = {**job.results, "batch": self._batch_of(task)}
             job = await self._commit(job, [])
@@ -135,6 +151,12 @@ class StageDriver:
             return await self._on_task(job, stage, task)
         task_id = str(job.results["batch"]["task_id"])
         bind(stage=stage.value, task_id=task_id)
+        known = self._finished.pop(task_id, None)
+        created = self._created.pop(job.id, None)
+        if known is None and created is not None and created.task_id == task_id:
+            known = created  # created in this advance's previous step: a poll would tell no more
+        if known is not None:
+            return await self._on_task(self._executor_up(job, now), stage, known)
         seen = self._queued_seen.get(task_id)
         if may_wait and seen is not None and time.monotonic() - seen < self.queued_poll_seconds:
             return job
@@ -168,7 +190,21 @@ class StageDriver:
         return bool(batch.get("task_id")) and batch.get("stage") == job.status and (
             batch.get("attempt") == job.attempt)
 
+    async def _create_failed(self, job: Job, stage: Stage, exc: Exception) -> Job:
+        """A refused create fails the job; an unreachable executor is waited for."""
+        if isinstance(exc, TaskRejected):
+            self.metrics.task_create_errors.labels("rejected").inc()
+            return await self._fail(job, stage, "TaskRejected", str(exc))
+        self.metrics.task_create_errors.labels("unavailable").inc()
+        return await self._executor_down(job, exc)
+
     async def _create_task(self, job: Job, stage: Stage) -> TaskPublic:
+        task = await self._send_create(job, stage)
+        self.metrics.tasks_created.labels(stage.value).inc()
+        crash_point("after_task_create")
+        return task
+
+    async def _send_create(self, job: Job, stage: Stage) -> TaskPublic:
         async with self.limiter:
             task = TaskCreate(
                 job_id=job.id, stage=stage, attempt=job.attempt,
@@ -221,7 +257,23 @@ class StageDriver:
         job.attempt = 1
         job.stage_started_at = now
         job.next_run_at = None
-        return await self._commit(job, events)
+        following = stage_of(job.status)
+        if following is None or job.suspend or timeout_reason(job, params_of(job), now):
+            return await self._commit(job, events)
+        # The next stage's task is created before the transition commits, and its id is saved
+        # with it: one transaction per hop instead of two, and the next stage starts without
+        # waiting for a commit. A crash in between re-sends the same idempotency key, so the
+        # executor answers with the task it already has.
+        try:
+            created = await self._create_task(job, following)
+        except (TaskRejected, ExecutorUnavailable) as exc:
+            return await self._create_failed(await self._commit(job, events), following, exc)
+        job = self._executor_up(job, now)
+        job.results = {**job.results, "batch": self._batch_of(created)}
+        job = await self._commit(job, events)
+        bind(stage=following.value, task_id=created.task_id)
+        self._created[job.id] = created
+        return job
 
     @staticmethod
     def _warnings(job: Job, result: dict[str, Any], now: datetime) -> list[JobEvent]:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from app.contract.tasks import TaskPublic
 from app.logs import bound
 from app.metrics import Metrics
 from app.store import jobs as store
@@ -74,6 +75,11 @@ class Watcher:
         else:
             self._hot.add(job_id)
         self._loop.wake()
+
+    def task_finished(self, task: TaskPublic) -> None:
+        """The embedded executor recorded a task's end: hand it to the driver, wake its job."""
+        self.driver.task_finished(task)
+        self.wake(task.job_id)
 
     @property
     def started(self) -> bool:
