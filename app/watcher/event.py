@@ -258,6 +258,9 @@ class StageDriver:
         job.stage_started_at = now
         job.next_run_at = None
         following = stage_of(job.status)
+        if following is None and job.status == JobStatus.COMPLETED and not job.suspend:
+            # the last stage: the job ends in the same transaction
+            return await self._commit(job, events + await self._completion(job, now))
         if following is None or job.suspend or timeout_reason(job, params_of(job), now):
             return await self._commit(job, events)
         # The next stage's task is created before the transition commits, and its id is saved
@@ -317,6 +320,12 @@ class StageDriver:
         now = self.clock()
         if cancel_task:
             await self._cancel_running_task(job)
+        return await self._commit(job, self._failure(job, stage, reason, message, now))
+
+    @staticmethod
+    def _failure(
+        job: Job, stage: Stage | None, reason: str, message: str, now: datetime
+    ) -> list[JobEvent]:
         events = fire(job, "fail", now, message=message)
         if stage is not None:
             job.conditions = cond.set_condition(job.conditions, stage.value, cond.FALSE, reason,
@@ -325,7 +334,7 @@ class StageDriver:
                                             message, now)
         job.ended_at = now
         job.next_run_at = None
-        return await self._commit(job, events)
+        return events
 
     async def _cancel_running_task(self, job: Job) -> None:
         task_id = (job.results.get("batch") or {}).get("task_id")
@@ -354,17 +363,20 @@ class StageDriver:
         return job
 
     async def _complete(self, job: Job) -> Job:
-        now = self.clock()
+        return await self._commit(job, await self._completion(job, self.clock()))
+
+    async def _completion(self, job: Job, now: datetime) -> list[JobEvent]:
+        """End a Completed job: Succeeded once its output is there, else Failed."""
         layers = job.results.get("layers", {})
         missing = [s.layer for s in Stage if s.layer not in layers]
         ds_dir = layout.layer_dir(self.warehouse_dir, job.id, Stage.DWS_TO_DS.layer)
         if missing or not ds_dir.is_dir():
             what = ", ".join(missing) if missing else f"the DS folder {job.id}/ds"
-            return await self._fail(job, None, "OutputMissing", f"missing output: {what}")
+            return self._failure(job, None, "OutputMissing", f"missing output: {what}", now)
         try:
             tables = await commit_tables(self.warehouse_dir, job)
         except TableCommitFailed as exc:
-            return await self._fail(job, None, "TableCommitFailed", str(exc))
+            return self._failure(job, None, "TableCommitFailed", str(exc), now)
         if tables:  # the rows are in the pipeline's tables before the run is Succeeded
             job.results = {**job.results, "tables": tables}
         ds = layers[Stage.DWS_TO_DS.layer]
@@ -374,4 +386,4 @@ class StageDriver:
         job.conditions = cond.set_condition(job.conditions, cond.SUCCEEDED, cond.TRUE,
                                             "Succeeded", "all layers written", now)
         job.ended_at = now
-        return await self._commit(job, events)
+        return events
