@@ -124,7 +124,20 @@ class ExecutorService:
 
     async def submit(self, body: TaskCreate) -> tuple[TaskPublic, bool]:
         """Create the task and queue it, or return the one with the same idempotency key."""
-        task, created = await self.store.create_or_get(body)
+        # a free worker takes the new task in its insert, which saves the claim's transaction
+        reserved = await self.runner.reserve()
+        try:
+            task, created = await self.store.create_or_get(
+                body, claimed_by=(self.runner.runner_id, self.runner.lease_seconds)
+                if reserved else None)
+        except BaseException:
+            if reserved:
+                self.runner.unreserve()
+            raise
+        if reserved and created:
+            self.runner.run_claimed(task)
+        elif reserved:
+            self.runner.unreserve()
         if not created and (task.job_id, task.stage, task.attempt) != (
             body.job_id, body.stage.value, body.attempt
         ):
@@ -132,7 +145,7 @@ class ExecutorService:
                 f"idempotency_key {body.idempotency_key!r} belongs to task {task.id} "
                 f"(job {task.job_id}, {task.stage}, attempt {task.attempt})"
             )
-        if created:
+        if created and not reserved:
             self.runner.submit(task.id)
         return self._public(task_public(task)), created
 

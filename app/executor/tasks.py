@@ -65,12 +65,15 @@ class TaskStore:
     # --- create and read -------------------------------------------------------------------
 
     async def create_or_get(
-        self, body: TaskCreate, now: datetime | None = None
+        self, body: TaskCreate, now: datetime | None = None,
+        *, claimed_by: tuple[str, float] | None = None,
     ) -> tuple[ExecutorTask, bool]:
         """Insert the task, or return the one that already has its idempotency key.
 
         Race-safe: two concurrent creates with one key both try the insert; the unique index lets
         one win and the loser reads the winner's row back. Returns (task, created).
+        `claimed_by=(runner, lease_seconds)`: a new task is inserted already claimed by that
+        runner (a free worker waits for it), as `claim` would leave it, in the same statement.
         """
         now = now or utcnow()
         task = ExecutorTask(
@@ -81,6 +84,12 @@ class TaskStore:
             parameters={k: v.model_dump(mode="json") for k, v in body.parameters.items()} or None,
             created_at=now, updated_at=now,
         )
+        if claimed_by is not None:
+            runner, lease_seconds = claimed_by
+            task.status = TaskStatus.PROCESSING.value
+            task.runner = runner
+            task.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            task.started_at = now
         try:  # a new key is the common case: insert first, read back only on a conflict
             async with transaction(self.sessions) as session:
                 session.add(task)

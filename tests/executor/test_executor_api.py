@@ -17,6 +17,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.contract.tasks import TaskCreate, TaskStatus
 from app.executor.app import ExecutorService, create_executor_app, create_standalone_executor_app
 from app.executor.engine.base import Engine, StageFailed
 from app.settings import Settings
@@ -112,6 +113,34 @@ async def test_a_created_task_runs_to_completed_with_progress_and_cancel_then_ch
     assert done["created_at"].endswith("Z") or done["created_at"].endswith("+00:00")
     cancelled_late = await executor.delete(f"/v1/tasks/{task['task_id']}")
     assert cancelled_late.status_code == 200 and cancelled_late.json() == done
+
+
+async def test_a_task_created_while_a_worker_is_free_is_taken_by_its_insert(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    engine = BlockingEngine()
+    service = ExecutorService(sessions, engine, landing_dir=tmp_path / "landing",
+                              warehouse_dir=tmp_path / "warehouse", workers=1,
+                              sweep_interval=60.0)
+    await service.start()
+    try:
+        first, _ = await service.submit(TaskCreate.model_validate(body("a")))
+        second, _ = await service.submit(TaskCreate.model_validate(body("b")))
+        stored = await service.store.get(first.task_id)
+
+        assert first.status is TaskStatus.PROCESSING, "the free worker took it in the insert"
+        assert stored is not None and stored.runner == service.runner.runner_id
+        assert stored.lease_expires_at is not None and stored.started_at is not None
+        assert second.status is TaskStatus.CREATED, "no worker free: it waits to be claimed"
+        engine.release()
+        for task in (first, second):
+            async def done(task_id: str = task.task_id) -> bool:
+                row = await service.store.get(task_id)
+                return row is not None and row.status == TaskStatus.COMPLETED
+
+            await wait_for(done, 10, message=f"task {task.task_id} to complete")
+    finally:
+        await service.stop(grace=0)
 
 
 async def test_the_same_idempotency_key_returns_the_same_task(
