@@ -39,6 +39,7 @@ from app.services.pipelines import PipelineService
 from app.settings import Settings
 from app.store.db import create_engine, create_read_engine, session_factory
 from app.store.jobs import count_by_status
+from app.store.liveness import check_liveness_locally
 from app.store.notify import WakeListener, asyncpg_dsn
 from app.watcher.event import StageDriver
 from app.watcher.scheduler import Scheduler, landing_has_input
@@ -129,7 +130,7 @@ class Services:
 
 def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
     """Construct and wire every service; nothing is opened, created or started here."""
-    db = create_engine(settings.database_url)
+    db = check_liveness_locally(create_engine(settings.database_url, pool_pre_ping=False))
     reader = create_read_engine(settings.database_url)
     sessions = session_factory(db)
     executor = (

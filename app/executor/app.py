@@ -38,6 +38,7 @@ from app.problems import (
 )
 from app.settings import Settings
 from app.store.db import create_engine, create_read_engine, session_factory
+from app.store.liveness import check_liveness_locally
 
 log = logging.getLogger("strata.executor")
 
@@ -294,7 +295,7 @@ def create_standalone_executor_app(
     settings: Settings, engine: Engine | None = None
 ) -> FastAPI:
     """`strata executor`: its own database engine and runner, run by its own lifespan."""
-    db = create_engine(settings.database_url)
+    db = check_liveness_locally(create_engine(settings.database_url, pool_pre_ping=False))
     reader = create_read_engine(settings.database_url)
     service = ExecutorService.from_settings(settings, session_factory(db), engine=engine,
                                             reads=session_factory(reader))
