@@ -131,10 +131,11 @@ class Services:
 def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
     """Construct and wire every service; nothing is opened, created or started here."""
     db = check_liveness_locally(create_engine(settings.database_url, pool_pre_ping=False))
-    reader = create_read_engine(settings.database_url)
+    reader = check_liveness_locally(create_read_engine(settings.database_url))
     sessions = session_factory(db)
+    single = session_factory(reader)  # autocommit: reads, and writes of one statement
     executor = (
-        ExecutorService.from_settings(settings, sessions, reads=session_factory(reader))
+        ExecutorService.from_settings(settings, sessions, reads=single)
         if settings.executor_url is None else None
     )
     http = make_http_client(settings.executor_url or loopback_url(settings))
@@ -145,7 +146,8 @@ def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
         retry_backoff=settings.retry_backoff_seconds, metrics=metrics,
     )
     watcher = Watcher(sessions, driver, interval=settings.watch_interval,
-                      max_workers=settings.max_workers, lease_seconds=settings.lease_seconds)
+                      max_workers=settings.max_workers, lease_seconds=settings.lease_seconds,
+                      single=single)
 
     async def cancel_task(task_id: str) -> None:
         await batch.cancel_task(task_id)

@@ -296,7 +296,7 @@ def create_standalone_executor_app(
 ) -> FastAPI:
     """`strata executor`: its own database engine and runner, run by its own lifespan."""
     db = check_liveness_locally(create_engine(settings.database_url, pool_pre_ping=False))
-    reader = create_read_engine(settings.database_url)
+    reader = check_liveness_locally(create_read_engine(settings.database_url))
     service = ExecutorService.from_settings(settings, session_factory(db), engine=engine,
                                             reads=session_factory(reader))
 

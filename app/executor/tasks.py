@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -60,7 +61,13 @@ class TaskStore:
     ) -> None:
         self.sessions = sessions
         self.reads = reads or sessions
-        """Sessions of the read pool (`create_read_engine`): one round trip per plain read."""
+        """Sessions of the read pool (`create_read_engine`): one round trip per plain read, and
+        per single-statement write (it commits each statement by itself: no BEGIN, no COMMIT)."""
+
+    def _single(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A session for one statement that is atomic by itself (an INSERT, a conditional
+        UPDATE … RETURNING): on the autocommit pool it costs one round trip instead of three."""
+        return transaction(self.reads)
 
     # --- create and read -------------------------------------------------------------------
 
@@ -90,9 +97,12 @@ class TaskStore:
             task.runner = runner
             task.lease_expires_at = now + timedelta(seconds=lease_seconds)
             task.started_at = now
+        async def insert(session: AsyncSession) -> None:
+            session.add(task)
+            await session.flush()
+
         try:  # a new key is the common case: insert first, read back only on a conflict
-            async with transaction(self.sessions) as session:
-                session.add(task)
+            await read_retrying(self._single, insert)
         except IntegrityError:
             existing = await self.get_by_key(body.idempotency_key)
             if existing is None:  # the conflict was not on the key after all
@@ -132,23 +142,27 @@ class TaskStore:
         cancelled, unknown, or held by another runner.
         """
         now = now or utcnow()
-        async with transaction(self.sessions) as session:
-            result = await session.execute(
-                update(ExecutorTask)
-                .where(
-                    col(ExecutorTask.id) == task_id,
-                    col(ExecutorTask.status).in_(_ACTIVE),
-                    _claimable(runner, now),
-                )
-                .values(
-                    runner=runner, lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    status=TaskStatus.PROCESSING.value, started_at=now, updated_at=now,
-                    progress=0.0, processed=0, total=0,
-                )
-                .returning(ExecutorTask)
-                .execution_options(synchronize_session=False, populate_existing=True)
+        claim = (
+            update(ExecutorTask)
+            .where(
+                col(ExecutorTask.id) == task_id,
+                col(ExecutorTask.status).in_(_ACTIVE),
+                _claimable(runner, now),
             )
-            return result.scalars().first()
+            .values(
+                runner=runner, lease_expires_at=now + timedelta(seconds=lease_seconds),
+                status=TaskStatus.PROCESSING.value, started_at=now, updated_at=now,
+                progress=0.0, processed=0, total=0,
+            )
+            .returning(ExecutorTask)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+
+        async def write(session: AsyncSession) -> ExecutorTask | None:
+            # claiming again what this runner already holds is harmless: safe to retry
+            return (await session.execute(claim)).scalars().first()
+
+        return await read_retrying(self._single, write)
 
     async def renew_leases(
         self, task_ids: Collection[str], runner: str, lease_seconds: float,
@@ -222,18 +236,23 @@ class TaskStore:
         }
         if progress is not None:
             values.update(progress=progress[0], processed=progress[1], total=progress[2])
-        async with transaction(self.sessions) as session:
-            written = (await session.execute(
-                update(ExecutorTask)
-                .where(col(ExecutorTask.id) == task_id, _held_by(runner))
-                .values(**values)
-                .returning(ExecutorTask)
-                .execution_options(synchronize_session=False, populate_existing=True)
-            )).scalars().first()
-            if written is None:
-                return None
-            await notify(session, written.job_id)  # wakes the watchers of other processes
+        finish = (
+            update(ExecutorTask)
+            .where(col(ExecutorTask.id) == task_id, _held_by(runner))
+            .values(**values)
+            .returning(ExecutorTask)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+
+        async def write(session: AsyncSession) -> ExecutorTask | None:
+            # one atomic statement; a retry after a lost answer finds the task no longer held
+            # and reports it not written, which costs its job a poll, never a second end
+            written = (await session.execute(finish)).scalars().first()
+            if written is not None:  # the wake-up goes out once the row is there
+                await notify(session, written.job_id)  # for the watchers of other processes
             return written
+
+        return await read_retrying(self._single, write)
 
     async def release(self, task_ids: Collection[str], runner: str) -> None:
         """Give up held tasks unfinished, so any runner may claim them at once."""
