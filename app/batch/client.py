@@ -21,6 +21,7 @@ Every call is safe to retry: a create carries its idempotency key, a cancel is i
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -36,7 +37,7 @@ from tenacity import (
 )
 
 import app as strata
-from app.contract.tasks import TaskCreate, TaskPublic
+from app.contract.tasks import MAX_IDS_PER_POLL, TaskCreate, TaskPublic
 
 log = logging.getLogger("strata.batch")
 
@@ -116,6 +117,18 @@ class BatchClient:
         self._raise_for_client_error(response, task_id)
         return _task(response)
 
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[TaskPublic]:
+        """The tasks among `task_ids` the executor knows: `GET /v1/tasks?ids=…`, one request per
+        `MAX_IDS_PER_POLL` ids."""
+        found: list[TaskPublic] = []
+        ids = list(dict.fromkeys(task_ids))
+        for start in range(0, len(ids), MAX_IDS_PER_POLL):
+            chunk = ids[start:start + MAX_IDS_PER_POLL]
+            response = await self._request("GET", "/v1/tasks", params={"ids": chunk})
+            self._raise_for_client_error(response)
+            found += _tasks(response)
+        return found
+
     async def cancel_task(self, task_id: str) -> TaskPublic | None:
         """Cancel the task (a finished one is returned unchanged); None if it is unknown."""
         response = await self._request("DELETE", _task_path(task_id))
@@ -128,10 +141,7 @@ class BatchClient:
         """A job's tasks, oldest first."""
         response = await self._request("GET", "/v1/tasks", params={"job_id": job_id})
         self._raise_for_client_error(response)
-        try:
-            return [TaskPublic.model_validate(t) for t in response.json()["tasks"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UnexpectedResponse(f"not a task list: {exc}") from exc
+        return _tasks(response)
 
     async def healthy(self) -> bool:
         """One quick `GET /healthz`, no retries: for readiness checks."""
@@ -193,6 +203,13 @@ def _task(response: httpx.Response) -> TaskPublic:
         raise UnexpectedResponse(
             f"executor answered {response.status_code} without a task: {exc.errors()[:1]}"
         ) from exc
+
+
+def _tasks(response: httpx.Response) -> list[TaskPublic]:
+    try:
+        return [TaskPublic.model_validate(t) for t in response.json()["tasks"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UnexpectedResponse(f"not a task list: {exc}") from exc
 
 
 def _detail(response: httpx.Response) -> str:

@@ -25,13 +25,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import app as strata
-from app.contract.tasks import TaskCreate, TaskPublic, TaskStatus
+from app.contract.tasks import MAX_IDS_PER_POLL, TaskCreate, TaskPublic, TaskStatus
 from app.executor.engine.base import Engine
 from app.executor.runner import TaskRunner
 from app.executor.schemas import ExecutorHealth, TaskList, task_public
 from app.executor.tasks import TaskStore
 from app.problems import (
     PROBLEM_RESPONSES,
+    FieldError,
     ProblemError,
     install_problem_handlers,
     problem_response,
@@ -156,6 +157,10 @@ class ExecutorService:
             raise UnknownTask(task_id)
         return self._public(task_public(task))
 
+    async def get_many(self, task_ids: list[str]) -> TaskList:
+        tasks = await self.store.get_many(task_ids)
+        return TaskList(tasks=[self._public(task_public(t)) for t in tasks])
+
     async def list_for_job(self, job_id: str) -> TaskList:
         tasks = await self.store.list_for_job(job_id)
         return TaskList(tasks=[self._public(task_public(t)) for t in tasks])
@@ -238,9 +243,21 @@ async def create_task(body: TaskCreate, service: Service, request: Request,
 @tasks_router.get("", operation_id="list_tasks", responses=_problems(422))
 async def list_tasks(
     service: Service,
-    job_id: Annotated[str, Query(min_length=1, max_length=36, description="The job's tasks.")],
+    job_id: Annotated[str | None, Query(min_length=1, max_length=36,
+                                        description="The job's tasks.")] = None,
+    ids: Annotated[list[str] | None, Query(
+        max_length=MAX_IDS_PER_POLL,
+        description="These tasks (repeat the parameter), the unknown ones left out: a "
+                    "watcher polls many tasks with one request.")] = None,
 ) -> TaskList:
-    """A job's tasks, oldest first."""
+    """A job's tasks, oldest first; or the tasks named by `ids`. Exactly one of the two."""
+    if (job_id is None) == (ids is None):
+        field = "query.ids" if ids is not None else "query.job_id"
+        raise ProblemError(422, "give exactly one of job_id and ids", errors=[
+            FieldError(field=field, message="exactly one of job_id and ids", type="value_error")])
+    if ids is not None:
+        return await service.get_many(ids)
+    assert job_id is not None
     return await service.list_for_job(job_id)
 
 

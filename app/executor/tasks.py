@@ -113,6 +113,15 @@ class TaskStore:
     async def get(self, task_id: str) -> ExecutorTask | None:
         return await read_retrying(self.reads, lambda s: s.get(ExecutorTask, task_id))
 
+    async def get_many(self, task_ids: Collection[str]) -> list[ExecutorTask]:
+        """The tasks among `task_ids` that exist, in one query."""
+        query = select(ExecutorTask).where(col(ExecutorTask.id).in_(list(task_ids)))
+
+        async def read(session: AsyncSession) -> list[ExecutorTask]:
+            return list((await session.execute(query)).scalars().all())
+
+        return await read_retrying(self.reads, read)
+
     async def get_by_key(self, idempotency_key: str) -> ExecutorTask | None:
         query = select(ExecutorTask).where(col(ExecutorTask.idempotency_key) == idempotency_key)
 

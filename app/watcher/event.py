@@ -18,7 +18,7 @@ from typing import Any
 
 from aiolimiter import AsyncLimiter
 
-from app.batch.client import ExecutorUnavailable, TaskNotFound, TaskRejected
+from app.batch.client import BatchError, ExecutorUnavailable, TaskNotFound, TaskRejected
 from app.batch.manager import BatchManager
 from app.contract.tasks import ACTIVE_STATUSES, TaskCreate, TaskPublic, TaskStatus
 from app.domain import conditions as cond
@@ -60,8 +60,9 @@ class StageDriver:
     """Task id → monotonic time of the last poll that found it still queued."""
     _finished: dict[str, TaskPublic] = field(default_factory=dict)
     """Task id → the finished task as the embedded executor handed it over, used once."""
-    _created: dict[str, TaskPublic] = field(default_factory=dict)
-    """Job id → the task this advance just created, as the create answered."""
+    _fresh: dict[str, TaskPublic] = field(default_factory=dict)
+    """Job id → its task as this pass already learned it (the create's answer, a batched poll),
+    taken by the job's next poll instead of asking again."""
 
     def task_finished(self, task: TaskPublic) -> None:
         """Take a finished task from the executor that ran it, so its job need not poll it.
@@ -86,7 +87,7 @@ class StageDriver:
         try:
             return await self._advance(job, woken=woken)
         finally:
-            self._created.pop(job.id, None)
+            self._fresh.pop(job.id, None)
 
     async def _advance(self, job: Job, *, woken: bool) -> Job | None:
         try:
@@ -151,25 +152,22 @@ class StageDriver:
             return await self._on_task(job, stage, task)
         task_id = str(job.results["batch"]["task_id"])
         bind(stage=stage.value, task_id=task_id)
-        known = self._finished.pop(task_id, None)
-        created = self._created.pop(job.id, None)
-        if known is None and created is not None and created.task_id == task_id:
-            known = created  # created in this advance's previous step: a poll would tell no more
+        known = self._known_state(job.id, task_id)
         if known is not None:
-            return await self._on_task(self._executor_up(job, now), stage, known)
-        seen = self._queued_seen.get(task_id)
-        if may_wait and seen is not None and time.monotonic() - seen < self.queued_poll_seconds:
-            return job
-        try:
-            task = await self.batch.get_task_status(task_id)
-        except TaskNotFound:
-            self.metrics.task_poll_errors.labels("not_found").inc()
-            log.warning("job %s: executor lost task %s; creating it again", job.id, task_id)
-            job.results = {**job.results, "batch": {**job.results["batch"], "task_id": None}}
-            return await self._commit(job, [])
-        except ExecutorUnavailable as exc:
-            self.metrics.task_poll_errors.labels("unavailable").inc()
-            return await self._executor_down(job, exc)
+            task = known
+        else:
+            if may_wait and self._polled_queued_lately(task_id):
+                return job
+            try:
+                task = await self.batch.get_task_status(task_id)
+            except TaskNotFound:
+                self.metrics.task_poll_errors.labels("not_found").inc()
+                log.warning("job %s: executor lost task %s; creating it again", job.id, task_id)
+                job.results = {**job.results, "batch": {**job.results["batch"], "task_id": None}}
+                return await self._commit(job, [])
+            except ExecutorUnavailable as exc:
+                self.metrics.task_poll_errors.labels("unavailable").inc()
+                return await self._executor_down(job, exc)
         if task.status is TaskStatus.CREATED:
             if len(self._queued_seen) > 100_000:  # jobs deleted while queued leave entries
                 self._queued_seen.clear()
@@ -178,6 +176,44 @@ class StageDriver:
             self._queued_seen.pop(task_id, None)
         job = self._executor_up(job, now)
         return await self._on_task(job, stage, task)
+
+    def _known_state(self, job_id: str, task_id: str) -> TaskPublic | None:
+        """The task's state without asking the executor: handed over finished, or learned by
+        this pass (its create, a batched poll); None: poll it."""
+        finished = self._finished.pop(task_id, None)
+        fresh = self._fresh.pop(job_id, None)
+        if finished is not None:
+            return finished
+        return fresh if fresh is not None and fresh.task_id == task_id else None
+
+    def _polled_queued_lately(self, task_id: str) -> bool:
+        seen = self._queued_seen.get(task_id)
+        return seen is not None and time.monotonic() - seen < self.queued_poll_seconds
+
+    def poll_wanted(self, job: Job, *, woken: bool) -> str | None:
+        """The task the next advance of `job` would poll, if any: for one batched poll."""
+        if job.status not in RUNNABLE_STATUSES or job.suspend or stage_of(job.status) is None:
+            return None
+        batch = job.results.get("batch") or {}
+        if not self._has_task(job, batch):
+            return None
+        task_id = str(batch["task_id"])
+        if task_id in self._finished or (not woken and self._polled_queued_lately(task_id)):
+            return None
+        return task_id
+
+    async def poll_many(self, tasks: dict[str, str]) -> None:
+        """Poll the tasks of many jobs ({job id: task id}) with one request; each job's next
+        poll takes the answer. Any error is left to the jobs' own polls, which handle it."""
+        try:
+            found = {t.task_id: t for t in await self.batch.get_tasks(list(tasks.values()))}
+        except BatchError as exc:
+            log.info("batched poll of %d task(s) failed (%s); each job polls on its own",
+                     len(tasks), exc)
+            return
+        for job_id, task_id in tasks.items():
+            if task_id in found:
+                self._fresh[job_id] = found[task_id]
 
     async def _on_task(self, job: Job, stage: Stage, task: TaskPublic) -> Job:
         if task.status in ACTIVE_STATUSES:
@@ -275,7 +311,7 @@ class StageDriver:
         job.results = {**job.results, "batch": self._batch_of(created)}
         job = await self._commit(job, events)
         bind(stage=following.value, task_id=created.task_id)
-        self._created[job.id] = created
+        self._fresh[job.id] = created
         return job
 
     @staticmethod

@@ -146,11 +146,14 @@ class Watcher:
             oldest = min((job.updated_at for job in jobs), default=now)
             self.metrics.tick_lag.set(max((now - oldest).total_seconds(), 0.0))
             started = []
-            for job in jobs:
-                if job.id in self._inflight:
-                    if only is not None:
-                        self._hot_later.add(job.id)  # look again when its advance ends
-                    continue
+            fresh = [job for job in jobs if job.id not in self._inflight]
+            if only is not None:  # look again at the busy ones when their advance ends
+                self._hot_later.update(job.id for job in jobs if job.id in self._inflight)
+            polls = {job.id: task_id for job in fresh if (task_id := self.driver.poll_wanted(
+                job, woken=woken is None or job.id in woken)) is not None}
+            if len(polls) > 1:  # one request for the pass instead of one per job
+                await self.driver.poll_many(polls)
+            for job in fresh:
                 task = asyncio.create_task(self._advance(job, woken is None or job.id in woken),
                                            name=f"advance-{job.id}")
                 self._inflight[job.id] = task

@@ -176,6 +176,23 @@ async def test_reusing_a_key_for_another_job_stage_or_attempt_is_a_conflict(
         assert "the-key" in assert_problem(reused, 409)["detail"], change
 
 
+async def test_tasks_are_read_by_ids_and_exactly_one_filter_is_given(
+    executor: httpx.AsyncClient,
+) -> None:
+    ids = [(await executor.post("/v1/tasks", json=body(f"job-{i}"))).json()["task_id"]
+           for i in range(2)]
+
+    found = (await executor.get("/v1/tasks", params={"ids": [*ids, "no-such-task"]})).json()
+    assert sorted(t["task_id"] for t in found["tasks"]) == sorted(ids)
+    neither = assert_problem(await executor.get("/v1/tasks"), 422)
+    assert neither["errors"][0]["field"] == "query.job_id"
+    both = assert_problem(await executor.get("/v1/tasks", params={"ids": ids, "job_id": "j"}),
+                          422)
+    assert both["errors"][0]["field"] == "query.ids"
+    too_many = await executor.get("/v1/tasks", params={"ids": [str(i) for i in range(101)]})
+    assert "ids" in str(assert_problem(too_many, 422)["errors"])
+
+
 async def test_an_unknown_task_is_404(executor: httpx.AsyncClient) -> None:
     problem = assert_problem(await executor.get("/v1/tasks/nope"), 404)
     assert "nope" in problem["detail"]
