@@ -27,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.api.security import Principal, TokenTable
 from app.batch.client import BatchClient, make_http_client
+from app.batch.local import LocalBatchManager
+from app.batch.manager import BatchManager
 from app.domain.states import JobStatus
 from app.executor.app import ExecutorService
 from app.executor.engine.base import Engine
@@ -71,7 +73,8 @@ class Services:
     reader: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
-    batch: BatchClient
+    batch: BatchManager
+    """The executor as the watcher calls it: in-process when embedded, else over HTTP."""
     metrics: Metrics
     executor: ExecutorService | None
     """The executor mounted at `/executor`; None when `STRATA_EXECUTOR_URL` names a remote one."""
@@ -139,7 +142,9 @@ def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
         if settings.executor_url is None else None
     )
     http = make_http_client(settings.executor_url or loopback_url(settings))
-    batch = BatchClient(http, token=settings.executor_token)
+    # the embedded executor is called in-process; a remote one over HTTP, its contract
+    batch: BatchManager = (LocalBatchManager(executor) if executor is not None
+                           else BatchClient(http, token=settings.executor_token))
     metrics = Metrics()
     driver = StageDriver(
         sessions, batch, AsyncLimiter(settings.task_create_rate, 1), settings.warehouse_path(),
