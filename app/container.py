@@ -27,12 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.api.security import Principal, TokenTable
 from app.batch.client import BatchClient, make_http_client
-from app.batch.local import LocalBatchManager
 from app.batch.manager import BatchManager
 from app.domain.states import JobStatus
 from app.executor.app import ExecutorService
 from app.executor.engine.base import Engine
 from app.executor.engines import load_engine
+from app.executor.local import LocalBatchManager
 from app.metrics import Metrics
 from app.services.dry_runs import DryRunService
 from app.services.inputs import InputClaimer

@@ -6,7 +6,7 @@ own (`app.contract.tasks`).
 The `httpx.AsyncClient` is injected (its `base_url` points at an executor, e.g.
 `http://executor:8001`), so tests swap in a `MockTransport`. It is how the watcher reaches a
 remote executor; the embedded default calls the executor of its own process directly
-(`app.batch.local`), with the same documents and errors.
+(`app.executor.local`), with the same documents and errors.
 
 Errors come out as one small tree, never as httpx exceptions:
 

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.batch.client import TaskNotFound, TaskRejected
-from app.batch.local import LocalBatchManager
 from app.contract.tasks import TaskStatus
 from app.executor.app import ExecutorService
+from app.executor.local import LocalBatchManager
 from tests.batch.test_client import task
 from tests.executor.test_runner import ProgressEngine
 from tests.waiting import wait_for

@@ -1,5 +1,8 @@
 """The BatchManager of the embedded default: the watcher calls the executor of its own process.
 
+It lives with the executor (an edge, which may import the port and its errors from `batch/`),
+and the composition root hands it to the watcher in place of the HTTP client.
+
 Over loopback HTTP every task create and poll cost a request on both sides (httpx, uvicorn,
 FastAPI, JSON both ways) — a few milliseconds of the one event loop's CPU per call. In one process
 the watcher calls `ExecutorService` directly and gets the same `TaskPublic` documents and the same
