@@ -27,10 +27,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.api.security import Principal, TokenTable
 from app.batch.client import BatchClient, make_http_client
+from app.batch.manager import BatchManager
 from app.domain.states import JobStatus
 from app.executor.app import ExecutorService
 from app.executor.engine.base import Engine
 from app.executor.engines import load_engine
+from app.executor.local import LocalBatchManager
 from app.metrics import Metrics
 from app.services.dry_runs import DryRunService
 from app.services.inputs import InputClaimer
@@ -39,6 +41,7 @@ from app.services.pipelines import PipelineService
 from app.settings import Settings
 from app.store.db import create_engine, create_read_engine, session_factory
 from app.store.jobs import count_by_status
+from app.store.liveness import check_liveness_locally
 from app.store.notify import WakeListener, asyncpg_dsn
 from app.watcher.event import StageDriver
 from app.watcher.scheduler import Scheduler, landing_has_input
@@ -70,7 +73,8 @@ class Services:
     reader: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
-    batch: BatchClient
+    batch: BatchManager
+    """The executor as the watcher calls it: in-process when embedded, else over HTTP."""
     metrics: Metrics
     executor: ExecutorService | None
     """The executor mounted at `/executor`; None when `STRATA_EXECUTOR_URL` names a remote one."""
@@ -129,22 +133,26 @@ class Services:
 
 def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
     """Construct and wire every service; nothing is opened, created or started here."""
-    db = create_engine(settings.database_url)
-    reader = create_read_engine(settings.database_url)
+    db = check_liveness_locally(create_engine(settings.database_url, pool_pre_ping=False))
+    reader = check_liveness_locally(create_read_engine(settings.database_url))
     sessions = session_factory(db)
+    single = session_factory(reader)  # autocommit: reads, and writes of one statement
     executor = (
-        ExecutorService.from_settings(settings, sessions, reads=session_factory(reader))
+        ExecutorService.from_settings(settings, sessions, reads=single)
         if settings.executor_url is None else None
     )
     http = make_http_client(settings.executor_url or loopback_url(settings))
-    batch = BatchClient(http, token=settings.executor_token)
+    # the embedded executor is called in-process; a remote one over HTTP, its contract
+    batch: BatchManager = (LocalBatchManager(executor) if executor is not None
+                           else BatchClient(http, token=settings.executor_token))
     metrics = Metrics()
     driver = StageDriver(
         sessions, batch, AsyncLimiter(settings.task_create_rate, 1), settings.warehouse_path(),
         retry_backoff=settings.retry_backoff_seconds, metrics=metrics,
     )
     watcher = Watcher(sessions, driver, interval=settings.watch_interval,
-                      max_workers=settings.max_workers, lease_seconds=settings.lease_seconds)
+                      max_workers=settings.max_workers, lease_seconds=settings.lease_seconds,
+                      single=single)
 
     async def cancel_task(task_id: str) -> None:
         await batch.cancel_task(task_id)
@@ -153,10 +161,11 @@ def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
                       max_in_flight=settings.max_jobs_in_flight,
                       creates_per_minute=settings.creates_per_minute, metrics=metrics,
                       reader=reader, warehouse_dir=settings.warehouse_path())
-    if executor is not None:
-        executor.runner.on_finished = watcher.wake
+    if executor is not None:  # a finished task reaches the watcher as it is: no poll
+        executor.runner.on_finished = watcher.task_finished
     dsn = asyncpg_dsn(settings.database_url)
-    listener = WakeListener(dsn, watcher.wake) if dsn else None
+    # this process wakes its own watcher directly; its own NOTIFYs are for other processes
+    listener = WakeListener(dsn, watcher.wake, skip_own=True) if dsn else None
     pipelines = PipelineService(sessions, jobs, inputs=InputClaimer(settings.landing_path()))
     scheduler = Scheduler(pipelines, warehouse_dir=settings.warehouse_path(),
                           interval=settings.scheduler_interval,

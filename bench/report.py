@@ -70,7 +70,7 @@ def targets_section(results: dict[str, Any]) -> list[str]:
             cpu = t.get("cpu_ratio")
             rows.append([t["name"], f"{shown} {unit}".strip(), num(t.get("limit")),
                          "**met**" if t["met"] else "**not met**",
-                         f"CPU ratio {num(cpu)}" if cpu is not None else ""])
+                         f"CPU ratio {num(cpu)}" if cpu is not None else t.get("note", "")])
     return ["## Targets", "", *table(["target", "measured", "limit", "verdict", "note"], rows)]
 
 

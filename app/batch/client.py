@@ -4,8 +4,9 @@ It implements `app.batch.manager.BatchManager`; the bodies it sends and reads ar
 own (`app.contract.tasks`).
 
 The `httpx.AsyncClient` is injected (its `base_url` points at an executor, e.g.
-`http://127.0.0.1:8000/executor`), so tests swap in a `MockTransport` and the embedded default
-calls its own process over loopback exactly as a cluster calls a remote executor.
+`http://executor:8001`), so tests swap in a `MockTransport`. It is how the watcher reaches a
+remote executor; the embedded default calls the executor of its own process directly
+(`app.executor.local`), with the same documents and errors.
 
 Errors come out as one small tree, never as httpx exceptions:
 
@@ -21,6 +22,7 @@ Every call is safe to retry: a create carries its idempotency key, a cancel is i
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -36,7 +38,7 @@ from tenacity import (
 )
 
 import app as strata
-from app.contract.tasks import TaskCreate, TaskPublic
+from app.contract.tasks import MAX_IDS_PER_POLL, TaskCreate, TaskPublic
 
 log = logging.getLogger("strata.batch")
 
@@ -116,6 +118,18 @@ class BatchClient:
         self._raise_for_client_error(response, task_id)
         return _task(response)
 
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[TaskPublic]:
+        """The tasks among `task_ids` the executor knows: `GET /v1/tasks?ids=…`, one request per
+        `MAX_IDS_PER_POLL` ids."""
+        found: list[TaskPublic] = []
+        ids = list(dict.fromkeys(task_ids))
+        for start in range(0, len(ids), MAX_IDS_PER_POLL):
+            chunk = ids[start:start + MAX_IDS_PER_POLL]
+            response = await self._request("GET", "/v1/tasks", params={"ids": chunk})
+            self._raise_for_client_error(response)
+            found += _tasks(response)
+        return found
+
     async def cancel_task(self, task_id: str) -> TaskPublic | None:
         """Cancel the task (a finished one is returned unchanged); None if it is unknown."""
         response = await self._request("DELETE", _task_path(task_id))
@@ -128,10 +142,7 @@ class BatchClient:
         """A job's tasks, oldest first."""
         response = await self._request("GET", "/v1/tasks", params={"job_id": job_id})
         self._raise_for_client_error(response)
-        try:
-            return [TaskPublic.model_validate(t) for t in response.json()["tasks"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UnexpectedResponse(f"not a task list: {exc}") from exc
+        return _tasks(response)
 
     async def healthy(self) -> bool:
         """One quick `GET /healthz`, no retries: for readiness checks."""
@@ -193,6 +204,13 @@ def _task(response: httpx.Response) -> TaskPublic:
         raise UnexpectedResponse(
             f"executor answered {response.status_code} without a task: {exc.errors()[:1]}"
         ) from exc
+
+
+def _tasks(response: httpx.Response) -> list[TaskPublic]:
+    try:
+        return [TaskPublic.model_validate(t) for t in response.json()["tasks"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UnexpectedResponse(f"not a task list: {exc}") from exc
 
 
 def _detail(response: httpx.Response) -> str:

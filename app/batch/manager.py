@@ -7,6 +7,7 @@ memory for tests and benchmarks. Both raise the errors of `app.batch.client` (`T
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from app.contract.tasks import TaskCreate, TaskPublic
@@ -19,6 +20,10 @@ class BatchManager(Protocol):
 
     async def get_task_status(self, task_id: str) -> TaskPublic:
         """The task now; `TaskNotFound` when the executor does not know it."""
+        ...
+
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[TaskPublic]:
+        """The tasks among `task_ids` the executor knows, in as few requests as it takes."""
         ...
 
     async def cancel_task(self, task_id: str) -> TaskPublic | None:

@@ -9,7 +9,7 @@ an engine, a clock or a network. `unavailable = True` makes every call raise
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,9 @@ class InMemoryBatchManager:
         """Every create body received, replays included."""
         self.keys: dict[str, str] = {}
         self.polls = 0
+        """Single-task polls answered."""
+        self.batch_polls = 0
+        """Many-task polls (`get_tasks`) answered."""
         self.cancelled: list[str] = []
         self.unavailable = False
 
@@ -60,6 +63,17 @@ class InMemoryBatchManager:
         if self.start_on_poll and self.tasks[task_id].status is TaskStatus.CREATED:
             return self.start(task_id)
         return self.tasks[task_id]
+
+    async def get_tasks(self, task_ids: Sequence[str]) -> list[TaskPublic]:
+        self._check_up()
+        self.batch_polls += 1
+        found = []
+        for task_id in dict.fromkeys(task_ids):
+            if task_id in self.tasks:
+                if self.start_on_poll and self.tasks[task_id].status is TaskStatus.CREATED:
+                    self.start(task_id)
+                found.append(self.tasks[task_id])
+        return found
 
     async def cancel_task(self, task_id: str) -> TaskPublic | None:
         self._check_up()

@@ -33,6 +33,8 @@ class TaskStatus(StrEnum):
 
 
 ACTIVE_STATUSES = frozenset({TaskStatus.CREATED, TaskStatus.PROCESSING})
+MAX_IDS_PER_POLL = 100
+"""How many task ids one `GET /v1/tasks?ids=…` may name."""
 FINISHED_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 

@@ -25,19 +25,21 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import app as strata
-from app.contract.tasks import TaskCreate, TaskPublic, TaskStatus
+from app.contract.tasks import MAX_IDS_PER_POLL, TaskCreate, TaskPublic, TaskStatus
 from app.executor.engine.base import Engine
 from app.executor.runner import TaskRunner
 from app.executor.schemas import ExecutorHealth, TaskList, task_public
 from app.executor.tasks import TaskStore
 from app.problems import (
     PROBLEM_RESPONSES,
+    FieldError,
     ProblemError,
     install_problem_handlers,
     problem_response,
 )
 from app.settings import Settings
 from app.store.db import create_engine, create_read_engine, session_factory
+from app.store.liveness import check_liveness_locally
 
 log = logging.getLogger("strata.executor")
 
@@ -124,7 +126,20 @@ class ExecutorService:
 
     async def submit(self, body: TaskCreate) -> tuple[TaskPublic, bool]:
         """Create the task and queue it, or return the one with the same idempotency key."""
-        task, created = await self.store.create_or_get(body)
+        # a free worker takes the new task in its insert, which saves the claim's transaction
+        reserved = await self.runner.reserve()
+        try:
+            task, created = await self.store.create_or_get(
+                body, claimed_by=(self.runner.runner_id, self.runner.lease_seconds)
+                if reserved else None)
+        except BaseException:
+            if reserved:
+                self.runner.unreserve()
+            raise
+        if reserved and created:
+            self.runner.run_claimed(task)
+        elif reserved:
+            self.runner.unreserve()
         if not created and (task.job_id, task.stage, task.attempt) != (
             body.job_id, body.stage.value, body.attempt
         ):
@@ -132,7 +147,7 @@ class ExecutorService:
                 f"idempotency_key {body.idempotency_key!r} belongs to task {task.id} "
                 f"(job {task.job_id}, {task.stage}, attempt {task.attempt})"
             )
-        if created:
+        if created and not reserved:
             self.runner.submit(task.id)
         return self._public(task_public(task)), created
 
@@ -141,6 +156,10 @@ class ExecutorService:
         if task is None:
             raise UnknownTask(task_id)
         return self._public(task_public(task))
+
+    async def get_many(self, task_ids: list[str]) -> TaskList:
+        tasks = await self.store.get_many(task_ids)
+        return TaskList(tasks=[self._public(task_public(t)) for t in tasks])
 
     async def list_for_job(self, job_id: str) -> TaskList:
         tasks = await self.store.list_for_job(job_id)
@@ -224,9 +243,21 @@ async def create_task(body: TaskCreate, service: Service, request: Request,
 @tasks_router.get("", operation_id="list_tasks", responses=_problems(422))
 async def list_tasks(
     service: Service,
-    job_id: Annotated[str, Query(min_length=1, max_length=36, description="The job's tasks.")],
+    job_id: Annotated[str | None, Query(min_length=1, max_length=36,
+                                        description="The job's tasks.")] = None,
+    ids: Annotated[list[str] | None, Query(
+        max_length=MAX_IDS_PER_POLL,
+        description="These tasks (repeat the parameter), the unknown ones left out: a "
+                    "watcher polls many tasks with one request.")] = None,
 ) -> TaskList:
-    """A job's tasks, oldest first."""
+    """A job's tasks, oldest first; or the tasks named by `ids`. Exactly one of the two."""
+    if (job_id is None) == (ids is None):
+        field = "query.ids" if ids is not None else "query.job_id"
+        raise ProblemError(422, "give exactly one of job_id and ids", errors=[
+            FieldError(field=field, message="exactly one of job_id and ids", type="value_error")])
+    if ids is not None:
+        return await service.get_many(ids)
+    assert job_id is not None
     return await service.list_for_job(job_id)
 
 
@@ -281,8 +312,8 @@ def create_standalone_executor_app(
     settings: Settings, engine: Engine | None = None
 ) -> FastAPI:
     """`strata executor`: its own database engine and runner, run by its own lifespan."""
-    db = create_engine(settings.database_url)
-    reader = create_read_engine(settings.database_url)
+    db = check_liveness_locally(create_engine(settings.database_url, pool_pre_ping=False))
+    reader = check_liveness_locally(create_read_engine(settings.database_url))
     service = ExecutorService.from_settings(settings, session_factory(db), engine=engine,
                                             reads=session_factory(reader))
 

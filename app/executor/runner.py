@@ -28,7 +28,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from app.contract.tasks import TaskStatus
+from app.contract.tasks import TaskPublic, TaskStatus
 from app.domain import layout
 from app.domain.parameters import TypedValue, bind_values
 from app.domain.params import JobParams
@@ -43,6 +43,7 @@ from app.executor.engine.base import (
     StageRequest,
 )
 from app.executor.gates import Verdict, evaluate
+from app.executor.schemas import task_public
 from app.executor.tasks import TaskStore
 from app.logs import bind
 from app.store.models import ExecutorTask
@@ -124,8 +125,9 @@ class TaskRunner:
         self._slots: asyncio.Semaphore | None = None
         self._stopping = asyncio.Event()
         self._sweep_now = asyncio.Event()
-        self.on_finished: Callable[[str], None] | None = None
-        """Called with the job id when a task's end is recorded (the embedded watcher's wake)."""
+        self.on_finished: Callable[[TaskPublic], None] | None = None
+        """Called with the task when its end is recorded: the embedded watcher takes it as it
+        is, so it need not poll it."""
         self._sync_done = asyncio.Event()
 
     # --- what the API and metrics see --------------------------------------------------------
@@ -217,6 +219,37 @@ class TaskRunner:
         run = asyncio.create_task(self._run(task_id), name=f"strata-task-{task_id}")
         self._runs[task_id] = run
 
+    async def reserve(self) -> bool:
+        """Take a free worker for a task about to be created claimed by this runner (the create
+        then needs no claim of its own); False when none is free. Hand it to `run_claimed`, or
+        give it back with `unreserve`."""
+        if not self.started or self._slots is None or self._slots.locked():
+            return False
+        await self._slots.acquire()  # free: returns at once
+        return True
+
+    def unreserve(self) -> None:
+        assert self._slots is not None
+        self._slots.release()
+        self._sweep_now.set()
+
+    def run_claimed(self, task: ExecutorTask) -> None:
+        """Run a task inserted already claimed by this runner, on the worker `reserve` took."""
+        self._runs[task.id] = asyncio.create_task(self._run_reserved(task),
+                                                  name=f"strata-task-{task.id}")
+
+    async def _run_reserved(self, task: ExecutorTask) -> None:
+        try:
+            if self._pool is None:  # stopped while the insert ran: leave it to another runner
+                await self.store.release([task.id], self.runner_id)
+                return
+            await self._run_held(task)
+        except Exception:
+            log.exception("task %s: runner error; it will be recovered", task.id)
+        finally:
+            self._runs.pop(task.id, None)
+            self.unreserve()
+
     async def cancel(self, task_id: str) -> ExecutorTask | None:
         """Mark the task cancelled, then interrupt its engine if it runs here.
 
@@ -242,14 +275,7 @@ class TaskRunner:
                                               self.clock())
                 if task is None:  # finished, cancelled, or another runner has it
                     return
-                run = _Run(task_id, CancelToken(), job_id=task.job_id)
-                self._active[task_id] = run
-                if self._stopping.is_set():  # claimed while stopping: hand it straight back
-                    run.stop(StopReason.SHUTDOWN)
-                try:
-                    await self._execute(task, run)
-                finally:
-                    del self._active[task_id]
+                await self._run_held(task)
         except Exception:
             # the database failed us mid-way; the lease lapses and a sweep runs the task again
             log.exception("task %s: runner error; it will be recovered", task_id)
@@ -257,6 +283,17 @@ class TaskRunner:
             self._waiting.discard(task_id)
             self._runs.pop(task_id, None)
             self._sweep_now.set()
+
+    async def _run_held(self, task: ExecutorTask) -> None:
+        """Run a task this runner has claimed, on a worker it holds."""
+        run = _Run(task.id, CancelToken(), job_id=task.job_id)
+        self._active[task.id] = run
+        if self._stopping.is_set():  # claimed while stopping: hand it straight back
+            run.stop(StopReason.SHUTDOWN)
+        try:
+            await self._execute(task, run)
+        finally:
+            del self._active[task.id]
 
     async def _execute(self, task: ExecutorTask, run: _Run) -> None:
         bind(job_id=task.job_id, stage=task.stage, task_id=task.id)
@@ -340,10 +377,10 @@ class TaskRunner:
             run.task_id, self.runner_id, status, result=document or failure, error=error,
             progress=final, now=self.clock(),
         )
-        if written:
+        if written is not None:
             log.info("task %s: %s%s", run.task_id, status.value, f": {error}" if error else "")
             if self.on_finished is not None:
-                self.on_finished(run.job_id)
+                self.on_finished(task_public(written))
         else:
             log.info("task %s: ended %s here, but was already %s elsewhere; left as it is",
                      run.task_id, status.value, run.reason or "finished")

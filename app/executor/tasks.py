@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -60,17 +61,26 @@ class TaskStore:
     ) -> None:
         self.sessions = sessions
         self.reads = reads or sessions
-        """Sessions of the read pool (`create_read_engine`): one round trip per plain read."""
+        """Sessions of the read pool (`create_read_engine`): one round trip per plain read, and
+        per single-statement write (it commits each statement by itself: no BEGIN, no COMMIT)."""
+
+    def _single(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A session for one statement that is atomic by itself (an INSERT, a conditional
+        UPDATE … RETURNING): on the autocommit pool it costs one round trip instead of three."""
+        return transaction(self.reads)
 
     # --- create and read -------------------------------------------------------------------
 
     async def create_or_get(
-        self, body: TaskCreate, now: datetime | None = None
+        self, body: TaskCreate, now: datetime | None = None,
+        *, claimed_by: tuple[str, float] | None = None,
     ) -> tuple[ExecutorTask, bool]:
         """Insert the task, or return the one that already has its idempotency key.
 
         Race-safe: two concurrent creates with one key both try the insert; the unique index lets
         one win and the loser reads the winner's row back. Returns (task, created).
+        `claimed_by=(runner, lease_seconds)`: a new task is inserted already claimed by that
+        runner (a free worker waits for it), as `claim` would leave it, in the same statement.
         """
         now = now or utcnow()
         task = ExecutorTask(
@@ -81,9 +91,18 @@ class TaskStore:
             parameters={k: v.model_dump(mode="json") for k, v in body.parameters.items()} or None,
             created_at=now, updated_at=now,
         )
+        if claimed_by is not None:
+            runner, lease_seconds = claimed_by
+            task.status = TaskStatus.PROCESSING.value
+            task.runner = runner
+            task.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            task.started_at = now
+        async def insert(session: AsyncSession) -> None:
+            session.add(task)
+            await session.flush()
+
         try:  # a new key is the common case: insert first, read back only on a conflict
-            async with transaction(self.sessions) as session:
-                session.add(task)
+            await read_retrying(self._single, insert)
         except IntegrityError:
             existing = await self.get_by_key(body.idempotency_key)
             if existing is None:  # the conflict was not on the key after all
@@ -93,6 +112,15 @@ class TaskStore:
 
     async def get(self, task_id: str) -> ExecutorTask | None:
         return await read_retrying(self.reads, lambda s: s.get(ExecutorTask, task_id))
+
+    async def get_many(self, task_ids: Collection[str]) -> list[ExecutorTask]:
+        """The tasks among `task_ids` that exist, in one query."""
+        query = select(ExecutorTask).where(col(ExecutorTask.id).in_(list(task_ids)))
+
+        async def read(session: AsyncSession) -> list[ExecutorTask]:
+            return list((await session.execute(query)).scalars().all())
+
+        return await read_retrying(self.reads, read)
 
     async def get_by_key(self, idempotency_key: str) -> ExecutorTask | None:
         query = select(ExecutorTask).where(col(ExecutorTask.idempotency_key) == idempotency_key)
@@ -123,24 +151,27 @@ class TaskStore:
         cancelled, unknown, or held by another runner.
         """
         now = now or utcnow()
-        async with transaction(self.sessions) as session:
-            result = await session.execute(
-                update(ExecutorTask)
-                .where(
-                    col(ExecutorTask.id) == task_id,
-                    col(ExecutorTask.status).in_(_ACTIVE),
-                    _claimable(runner, now),
-                )
-                .values(
-                    runner=runner, lease_expires_at=now + timedelta(seconds=lease_seconds),
-                    status=TaskStatus.PROCESSING.value, started_at=now, updated_at=now,
-                    progress=0.0, processed=0, total=0,
-                )
-                .execution_options(synchronize_session=False)
+        claim = (
+            update(ExecutorTask)
+            .where(
+                col(ExecutorTask.id) == task_id,
+                col(ExecutorTask.status).in_(_ACTIVE),
+                _claimable(runner, now),
             )
-            if _rowcount(result) != 1:
-                return None
-            return await session.get(ExecutorTask, task_id, populate_existing=True)
+            .values(
+                runner=runner, lease_expires_at=now + timedelta(seconds=lease_seconds),
+                status=TaskStatus.PROCESSING.value, started_at=now, updated_at=now,
+                progress=0.0, processed=0, total=0,
+            )
+            .returning(ExecutorTask)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+
+        async def write(session: AsyncSession) -> ExecutorTask | None:
+            # claiming again what this runner already holds is harmless: safe to retry
+            return (await session.execute(claim)).scalars().first()
+
+        return await read_retrying(self._single, write)
 
     async def renew_leases(
         self, task_ids: Collection[str], runner: str, lease_seconds: float,
@@ -200,11 +231,12 @@ class TaskStore:
         error: str | None = None,
         progress: tuple[float, int, int] | None = None,
         now: datetime | None = None,
-    ) -> bool:
+    ) -> ExecutorTask | None:
         """Record how the run ended, only while `runner` still holds the task.
 
         A task cancelled meanwhile (or taken over after a lapsed lease) is left as it is, so a
-        cancelled task never turns completed or failed. Returns whether the row was written.
+        cancelled task never turns completed or failed. Returns the row as written, or None when
+        it was not written.
         """
         now = now or utcnow()
         values: dict[str, Any] = {
@@ -213,20 +245,23 @@ class TaskStore:
         }
         if progress is not None:
             values.update(progress=progress[0], processed=progress[1], total=progress[2])
-        async with transaction(self.sessions) as session:
-            written = await session.execute(
-                update(ExecutorTask)
-                .where(col(ExecutorTask.id) == task_id, _held_by(runner))
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
-            if _rowcount(written) != 1:
-                return False
-            job_id = (await session.execute(
-                select(col(ExecutorTask.job_id)).where(col(ExecutorTask.id) == task_id)
-            )).scalar_one()
-            await notify(session, job_id)  # wakes the watchers of other processes for this job
-            return True
+        finish = (
+            update(ExecutorTask)
+            .where(col(ExecutorTask.id) == task_id, _held_by(runner))
+            .values(**values)
+            .returning(ExecutorTask)
+            .execution_options(synchronize_session=False, populate_existing=True)
+        )
+
+        async def write(session: AsyncSession) -> ExecutorTask | None:
+            # one atomic statement; a retry after a lost answer finds the task no longer held
+            # and reports it not written, which costs its job a poll, never a second end
+            written = (await session.execute(finish)).scalars().first()
+            if written is not None:  # the wake-up goes out once the row is there
+                await notify(session, written.job_id)  # for the watchers of other processes
+            return written
+
+        return await read_retrying(self._single, write)
 
     async def release(self, task_ids: Collection[str], runner: str) -> None:
         """Give up held tasks unfinished, so any runner may claim them at once."""

@@ -4,35 +4,67 @@ conditions and an event row per transition, guarded by the job's version."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from statemachine.exceptions import TransitionNotAllowed
 
 from app.domain.errors import ConcurrentUpdate, IllegalAction, JobNotFound
-from app.domain.fsm import restore
+from app.domain.fsm import Transition, restore
 from app.services import inputs
 from app.store import jobs as store
 from app.store.db import transaction
 from app.store.models import Job, JobEvent
 
 
+@dataclass
+class _Snapshot:
+    """What the machine reads and writes of a job: its status and suspend flag."""
+
+    status: str
+    suspend: bool
+
+
+@cache
+def _outcome(status: str, suspend: bool, event: str) -> tuple[str, tuple[Transition, ...]] | None:
+    """What the machine does with `event` in (status, suspend): the state it ends in and the
+    transitions it took; None when it refuses. Asked once per combination: building a machine
+    costs most of a millisecond, and the watcher fires an event at every hop."""
+    snapshot = _Snapshot(status, suspend)
+    machine = restore(snapshot)
+    try:
+        machine.send(event)
+    except TransitionNotAllowed:
+        return None
+    return snapshot.status, tuple(machine.transitions)
+
+
 def fire(job: Job, event: str, now: datetime, message: str = "", **kwargs: Any) -> list[JobEvent]:
     """Send `event` to the job's machine; return the event rows to store with the change.
 
-    Raises IllegalAction (naming the state) when the machine refuses the event.
+    Raises IllegalAction (naming the state) when the machine refuses the event. An event without
+    arguments depends only on the status and the suspend flag, so its outcome is remembered.
     """
-    machine = restore(job)
-    try:
-        machine.send(event, **kwargs)
-    except TransitionNotAllowed as exc:
-        raise IllegalAction(event, job.status) from exc
+    if kwargs:
+        machine = restore(job)
+        try:
+            machine.send(event, **kwargs)
+        except TransitionNotAllowed as exc:
+            raise IllegalAction(event, job.status) from exc
+        transitions: tuple[Transition, ...] = tuple(machine.transitions)
+    else:
+        outcome = _outcome(str(job.status), bool(job.suspend), event)
+        if outcome is None:
+            raise IllegalAction(event, job.status)
+        job.status, transitions = outcome
     job.updated_at = now
     return [
         JobEvent(job_id=job.id, event=t.event, from_status=t.source, to_status=t.target,
                  attempt=job.attempt, message=message[:4000], at=now)
-        for t in machine.transitions
+        for t in transitions
     ]
 
 

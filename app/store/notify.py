@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 WAKE_CHANNEL = "strata_wakeup"
+ORIGIN = uuid.uuid4().hex[:12]
+"""This process's mark on the wake-ups it sends. Whoever notifies also wakes its own process
+directly, so a listener may skip its own process's echo (`skip_own`): answering it costs the
+watcher a second claim and poll of a job it is already advancing."""
 log = logging.getLogger("strata.notify")
 
 
@@ -26,7 +31,15 @@ async def notify(session: AsyncSession, payload: str) -> None:
     """Queue a wake-up; PostgreSQL delivers it when the transaction commits."""
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                              {"channel": WAKE_CHANNEL, "payload": payload[:200]})
+                              {"channel": WAKE_CHANNEL, "payload": f"{ORIGIN}|{payload[:180]}"})
+
+
+def parse_payload(payload: str) -> tuple[str | None, str | None]:
+    """(origin, what to wake) of a notification; an unmarked one has no origin."""
+    origin, mark, what = payload.partition("|")
+    if not mark:
+        return None, payload or None
+    return origin, what or None
 
 
 def asyncpg_dsn(database_url: str) -> str | None:
@@ -40,11 +53,13 @@ class WakeListener:
     """LISTENs on its own connection and calls `on_wake` per notification; reconnects forever."""
 
     def __init__(
-        self, dsn: str, on_wake: Callable[[str | None], None], retry_seconds: float = 1.0
+        self, dsn: str, on_wake: Callable[[str | None], None], retry_seconds: float = 1.0,
+        *, skip_own: bool = False,
     ) -> None:
         self.dsn = dsn
         self.on_wake = on_wake
         self.retry_seconds = retry_seconds
+        self.skip_own = skip_own
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -62,7 +77,10 @@ class WakeListener:
             self._task = None
 
     def _on_notification(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        self.on_wake(payload or None)
+        origin, what = parse_payload(payload)
+        if self.skip_own and origin == ORIGIN:
+            return
+        self.on_wake(what)
 
     async def _run(self) -> None:
         while True:

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiolimiter import AsyncLimiter
 
-from app.batch.client import ExecutorUnavailable, TaskNotFound, TaskRejected
+from app.batch.client import BatchError, ExecutorUnavailable, TaskNotFound, TaskRejected
 from app.batch.manager import BatchManager
 from app.contract.tasks import ACTIVE_STATUSES, TaskCreate, TaskPublic, TaskStatus
 from app.domain import conditions as cond
@@ -58,6 +58,23 @@ class StageDriver:
     queued_poll_seconds: float = 5.0
     _queued_seen: dict[str, float] = field(default_factory=dict)
     """Task id → monotonic time of the last poll that found it still queued."""
+    _finished: dict[str, TaskPublic] = field(default_factory=dict)
+    """Task id → the finished task as the embedded executor handed it over, used once."""
+    _fresh: dict[str, TaskPublic] = field(default_factory=dict)
+    """Job id → its task as this pass already learned it (the create's answer, a batched poll),
+    taken by the job's next poll instead of asking again."""
+
+    def task_finished(self, task: TaskPublic) -> None:
+        """Take a finished task from the executor that ran it, so its job need not poll it.
+
+        A finished task never changes, so this is the answer a poll would get. Only the
+        embedded executor hands tasks over; a remote one is polled as before.
+        """
+        if not task.finished:
+            return
+        if len(self._finished) > 10_000:  # tasks of jobs advanced elsewhere leave entries
+            self._finished.clear()
+        self._finished[task.task_id] = task
 
     async def advance(self, job: Job, *, woken: bool = True) -> Job | None:
         """Take the job as far as it can go now; None when another writer got there first.
@@ -67,6 +84,12 @@ class StageDriver:
         backlog most tasks wait in the queue, and polling each of them every pass was most of
         the watcher's work. A finished task wakes its job, so this delays nothing.
         """
+        try:
+            return await self._advance(job, woken=woken)
+        finally:
+            self._fresh.pop(job.id, None)
+
+    async def _advance(self, job: Job, *, woken: bool) -> Job | None:
         try:
             for step in range(MAX_STEPS_PER_TICK):
                 before = (job.status, job.attempt)
@@ -118,14 +141,8 @@ class StageDriver:
         if not self._has_task(job, batch):
             try:
                 task = await self._create_task(job, stage)
-            except TaskRejected as exc:
-                self.metrics.task_create_errors.labels("rejected").inc()
-                return await self._fail(job, stage, "TaskRejected", str(exc))
-            except ExecutorUnavailable as exc:
-                self.metrics.task_create_errors.labels("unavailable").inc()
-                return await self._executor_down(job, exc)
-            self.metrics.tasks_created.labels(stage.value).inc()
-            crash_point("after_task_create")
+            except (TaskRejected, ExecutorUnavailable) as exc:
+                return await self._create_failed(job, stage, exc)
             job = self._executor_up(job, now)
             job.results = {**job.results, "batch": self._batch_of(task)}
             job = await self._commit(job, [])
@@ -135,19 +152,22 @@ class StageDriver:
             return await self._on_task(job, stage, task)
         task_id = str(job.results["batch"]["task_id"])
         bind(stage=stage.value, task_id=task_id)
-        seen = self._queued_seen.get(task_id)
-        if may_wait and seen is not None and time.monotonic() - seen < self.queued_poll_seconds:
-            return job
-        try:
-            task = await self.batch.get_task_status(task_id)
-        except TaskNotFound:
-            self.metrics.task_poll_errors.labels("not_found").inc()
-            log.warning("job %s: executor lost task %s; creating it again", job.id, task_id)
-            job.results = {**job.results, "batch": {**job.results["batch"], "task_id": None}}
-            return await self._commit(job, [])
-        except ExecutorUnavailable as exc:
-            self.metrics.task_poll_errors.labels("unavailable").inc()
-            return await self._executor_down(job, exc)
+        known = self._known_state(job.id, task_id)
+        if known is not None:
+            task = known
+        else:
+            if may_wait and self._polled_queued_lately(task_id):
+                return job
+            try:
+                task = await self.batch.get_task_status(task_id)
+            except TaskNotFound:
+                self.metrics.task_poll_errors.labels("not_found").inc()
+                log.warning("job %s: executor lost task %s; creating it again", job.id, task_id)
+                job.results = {**job.results, "batch": {**job.results["batch"], "task_id": None}}
+                return await self._commit(job, [])
+            except ExecutorUnavailable as exc:
+                self.metrics.task_poll_errors.labels("unavailable").inc()
+                return await self._executor_down(job, exc)
         if task.status is TaskStatus.CREATED:
             if len(self._queued_seen) > 100_000:  # jobs deleted while queued leave entries
                 self._queued_seen.clear()
@@ -156,6 +176,44 @@ class StageDriver:
             self._queued_seen.pop(task_id, None)
         job = self._executor_up(job, now)
         return await self._on_task(job, stage, task)
+
+    def _known_state(self, job_id: str, task_id: str) -> TaskPublic | None:
+        """The task's state without asking the executor: handed over finished, or learned by
+        this pass (its create, a batched poll); None: poll it."""
+        finished = self._finished.pop(task_id, None)
+        fresh = self._fresh.pop(job_id, None)
+        if finished is not None:
+            return finished
+        return fresh if fresh is not None and fresh.task_id == task_id else None
+
+    def _polled_queued_lately(self, task_id: str) -> bool:
+        seen = self._queued_seen.get(task_id)
+        return seen is not None and time.monotonic() - seen < self.queued_poll_seconds
+
+    def poll_wanted(self, job: Job, *, woken: bool) -> str | None:
+        """The task the next advance of `job` would poll, if any: for one batched poll."""
+        if job.status not in RUNNABLE_STATUSES or job.suspend or stage_of(job.status) is None:
+            return None
+        batch = job.results.get("batch") or {}
+        if not self._has_task(job, batch):
+            return None
+        task_id = str(batch["task_id"])
+        if task_id in self._finished or (not woken and self._polled_queued_lately(task_id)):
+            return None
+        return task_id
+
+    async def poll_many(self, tasks: dict[str, str]) -> None:
+        """Poll the tasks of many jobs ({job id: task id}) with one request; each job's next
+        poll takes the answer. Any error is left to the jobs' own polls, which handle it."""
+        try:
+            found = {t.task_id: t for t in await self.batch.get_tasks(list(tasks.values()))}
+        except BatchError as exc:
+            log.info("batched poll of %d task(s) failed (%s); each job polls on its own",
+                     len(tasks), exc)
+            return
+        for job_id, task_id in tasks.items():
+            if task_id in found:
+                self._fresh[job_id] = found[task_id]
 
     async def _on_task(self, job: Job, stage: Stage, task: TaskPublic) -> Job:
         if task.status in ACTIVE_STATUSES:
@@ -168,7 +226,21 @@ class StageDriver:
         return bool(batch.get("task_id")) and batch.get("stage") == job.status and (
             batch.get("attempt") == job.attempt)
 
+    async def _create_failed(self, job: Job, stage: Stage, exc: Exception) -> Job:
+        """A refused create fails the job; an unreachable executor is waited for."""
+        if isinstance(exc, TaskRejected):
+            self.metrics.task_create_errors.labels("rejected").inc()
+            return await self._fail(job, stage, "TaskRejected", str(exc))
+        self.metrics.task_create_errors.labels("unavailable").inc()
+        return await self._executor_down(job, exc)
+
     async def _create_task(self, job: Job, stage: Stage) -> TaskPublic:
+        task = await self._send_create(job, stage)
+        self.metrics.tasks_created.labels(stage.value).inc()
+        crash_point("after_task_create")
+        return task
+
+    async def _send_create(self, job: Job, stage: Stage) -> TaskPublic:
         async with self.limiter:
             task = TaskCreate(
                 job_id=job.id, stage=stage, attempt=job.attempt,
@@ -221,7 +293,26 @@ class StageDriver:
         job.attempt = 1
         job.stage_started_at = now
         job.next_run_at = None
-        return await self._commit(job, events)
+        following = stage_of(job.status)
+        if following is None and job.status == JobStatus.COMPLETED and not job.suspend:
+            # the last stage: the job ends in the same transaction
+            return await self._commit(job, events + await self._completion(job, now))
+        if following is None or job.suspend or timeout_reason(job, params_of(job), now):
+            return await self._commit(job, events)
+        # The next stage's task is created before the transition commits, and its id is saved
+        # with it: one transaction per hop instead of two, and the next stage starts without
+        # waiting for a commit. A crash in between re-sends the same idempotency key, so the
+        # executor answers with the task it already has.
+        try:
+            created = await self._create_task(job, following)
+        except (TaskRejected, ExecutorUnavailable) as exc:
+            return await self._create_failed(await self._commit(job, events), following, exc)
+        job = self._executor_up(job, now)
+        job.results = {**job.results, "batch": self._batch_of(created)}
+        job = await self._commit(job, events)
+        bind(stage=following.value, task_id=created.task_id)
+        self._fresh[job.id] = created
+        return job
 
     @staticmethod
     def _warnings(job: Job, result: dict[str, Any], now: datetime) -> list[JobEvent]:
@@ -265,6 +356,12 @@ class StageDriver:
         now = self.clock()
         if cancel_task:
             await self._cancel_running_task(job)
+        return await self._commit(job, self._failure(job, stage, reason, message, now))
+
+    @staticmethod
+    def _failure(
+        job: Job, stage: Stage | None, reason: str, message: str, now: datetime
+    ) -> list[JobEvent]:
         events = fire(job, "fail", now, message=message)
         if stage is not None:
             job.conditions = cond.set_condition(job.conditions, stage.value, cond.FALSE, reason,
@@ -273,7 +370,7 @@ class StageDriver:
                                             message, now)
         job.ended_at = now
         job.next_run_at = None
-        return await self._commit(job, events)
+        return events
 
     async def _cancel_running_task(self, job: Job) -> None:
         task_id = (job.results.get("batch") or {}).get("task_id")
@@ -302,17 +399,20 @@ class StageDriver:
         return job
 
     async def _complete(self, job: Job) -> Job:
-        now = self.clock()
+        return await self._commit(job, await self._completion(job, self.clock()))
+
+    async def _completion(self, job: Job, now: datetime) -> list[JobEvent]:
+        """End a Completed job: Succeeded once its output is there, else Failed."""
         layers = job.results.get("layers", {})
         missing = [s.layer for s in Stage if s.layer not in layers]
         ds_dir = layout.layer_dir(self.warehouse_dir, job.id, Stage.DWS_TO_DS.layer)
         if missing or not ds_dir.is_dir():
             what = ", ".join(missing) if missing else f"the DS folder {job.id}/ds"
-            return await self._fail(job, None, "OutputMissing", f"missing output: {what}")
+            return self._failure(job, None, "OutputMissing", f"missing output: {what}", now)
         try:
             tables = await commit_tables(self.warehouse_dir, job)
         except TableCommitFailed as exc:
-            return await self._fail(job, None, "TableCommitFailed", str(exc))
+            return self._failure(job, None, "TableCommitFailed", str(exc), now)
         if tables:  # the rows are in the pipeline's tables before the run is Succeeded
             job.results = {**job.results, "tables": tables}
         ds = layers[Stage.DWS_TO_DS.layer]
@@ -322,4 +422,4 @@ class StageDriver:
         job.conditions = cond.set_condition(job.conditions, cond.SUCCEEDED, cond.TRUE,
                                             "Succeeded", "all layers written", now)
         job.ended_at = now
-        return await self._commit(job, events)
+        return events

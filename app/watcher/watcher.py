@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from app.contract.tasks import TaskPublic
 from app.logs import bound
 from app.metrics import Metrics
 from app.store import jobs as store
@@ -50,8 +51,12 @@ class Watcher:
         owner: str | None = None,
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
+        single: Any = None,
     ) -> None:
         self.sessions = sessions
+        self.single = single or sessions
+        """Sessions for the claim, one atomic statement: on an autocommit pool (the read pool)
+        it costs one round trip instead of three (BEGIN, the UPDATE, COMMIT)."""
         self.driver = driver
         self.interval = interval
         self.max_workers = max_workers
@@ -74,6 +79,11 @@ class Watcher:
         else:
             self._hot.add(job_id)
         self._loop.wake()
+
+    def task_finished(self, task: TaskPublic) -> None:
+        """The embedded executor recorded a task's end: hand it to the driver, wake its job."""
+        self.driver.task_finished(task)
+        self.wake(task.job_id)
 
     @property
     def started(self) -> bool:
@@ -128,7 +138,7 @@ class Watcher:
         """
         with self.metrics.tick_seconds.time():
             now = self.clock()
-            async with transaction(self.sessions) as session:
+            async with transaction(self.single) as session:
                 jobs = await store.claim_runnable(
                     session, owner=self.owner, now=now, lease_seconds=self.lease_seconds,
                     limit=self.claim_limit, only=sorted(only) if only is not None else None,
@@ -136,11 +146,14 @@ class Watcher:
             oldest = min((job.updated_at for job in jobs), default=now)
             self.metrics.tick_lag.set(max((now - oldest).total_seconds(), 0.0))
             started = []
-            for job in jobs:
-                if job.id in self._inflight:
-                    if only is not None:
-                        self._hot_later.add(job.id)  # look again when its advance ends
-                    continue
+            fresh = [job for job in jobs if job.id not in self._inflight]
+            if only is not None:  # look again at the busy ones when their advance ends
+                self._hot_later.update(job.id for job in jobs if job.id in self._inflight)
+            polls = {job.id: task_id for job in fresh if (task_id := self.driver.poll_wanted(
+                job, woken=woken is None or job.id in woken)) is not None}
+            if len(polls) > 1:  # one request for the pass instead of one per job
+                await self.driver.poll_many(polls)
+            for job in fresh:
                 task = asyncio.create_task(self._advance(job, woken is None or job.id in woken),
                                            name=f"advance-{job.id}")
                 self._inflight[job.id] = task

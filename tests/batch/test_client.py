@@ -136,6 +136,29 @@ async def test_the_client_drives_a_task_through_the_real_executor_over_http(
         assert unauthorized.value.status == 401
 
 
+async def test_many_tasks_are_polled_with_one_request_per_hundred_ids(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    async with embedded_executor(sessions, tmp_path) as url, make_http_client(url) as http:
+        requests: list[httpx.Request] = []
+
+        async def record(request: httpx.Request) -> None:
+            requests.append(request)
+
+        http.event_hooks["request"].append(record)
+        batch = BatchClient(http, token=TOKEN)
+        created = [await batch.create_task(task(key=f"job-1:LandingToODS:{i}")) for i in range(3)]
+        requests.clear()
+        ids = [t.task_id for t in created]
+
+        found = await batch.get_tasks([*ids, "no-such-task", ids[0]])
+        assert sorted(t.task_id for t in found) == sorted(ids), "unknown ids are left out"
+        assert len(requests) == 1
+        requests.clear()
+        await batch.get_tasks([*ids, *(f"unknown-{i}" for i in range(150))])
+        assert len(requests) == 2, "more than MAX_IDS_PER_POLL ids take another request"
+
+
 # --- faults, with MockTransport ----------------------------------------------------------------
 
 

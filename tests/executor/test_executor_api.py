@@ -17,6 +17,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.contract.tasks import TaskCreate, TaskStatus
 from app.executor.app import ExecutorService, create_executor_app, create_standalone_executor_app
 from app.executor.engine.base import Engine, StageFailed
 from app.settings import Settings
@@ -114,6 +115,34 @@ async def test_a_created_task_runs_to_completed_with_progress_and_cancel_then_ch
     assert cancelled_late.status_code == 200 and cancelled_late.json() == done
 
 
+async def test_a_task_created_while_a_worker_is_free_is_taken_by_its_insert(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    engine = BlockingEngine()
+    service = ExecutorService(sessions, engine, landing_dir=tmp_path / "landing",
+                              warehouse_dir=tmp_path / "warehouse", workers=1,
+                              sweep_interval=60.0)
+    await service.start()
+    try:
+        first, _ = await service.submit(TaskCreate.model_validate(body("a")))
+        second, _ = await service.submit(TaskCreate.model_validate(body("b")))
+        stored = await service.store.get(first.task_id)
+
+        assert first.status is TaskStatus.PROCESSING, "the free worker took it in the insert"
+        assert stored is not None and stored.runner == service.runner.runner_id
+        assert stored.lease_expires_at is not None and stored.started_at is not None
+        assert second.status is TaskStatus.CREATED, "no worker free: it waits to be claimed"
+        engine.release()
+        for task in (first, second):
+            async def done(task_id: str = task.task_id) -> bool:
+                row = await service.store.get(task_id)
+                return row is not None and row.status == TaskStatus.COMPLETED
+
+            await wait_for(done, 10, message=f"task {task.task_id} to complete")
+    finally:
+        await service.stop(grace=0)
+
+
 async def test_the_same_idempotency_key_returns_the_same_task(
     executor: httpx.AsyncClient,
 ) -> None:
@@ -145,6 +174,23 @@ async def test_reusing_a_key_for_another_job_stage_or_attempt_is_a_conflict(
     for change in ({"job_id": "job-2"}, {"attempt": 2}, {"stage": "ODSToDWD"}):
         reused = await executor.post("/v1/tasks", json={**body(key="the-key"), **change})
         assert "the-key" in assert_problem(reused, 409)["detail"], change
+
+
+async def test_tasks_are_read_by_ids_and_exactly_one_filter_is_given(
+    executor: httpx.AsyncClient,
+) -> None:
+    ids = [(await executor.post("/v1/tasks", json=body(f"job-{i}"))).json()["task_id"]
+           for i in range(2)]
+
+    found = (await executor.get("/v1/tasks", params={"ids": [*ids, "no-such-task"]})).json()
+    assert sorted(t["task_id"] for t in found["tasks"]) == sorted(ids)
+    neither = assert_problem(await executor.get("/v1/tasks"), 422)
+    assert neither["errors"][0]["field"] == "query.job_id"
+    both = assert_problem(await executor.get("/v1/tasks", params={"ids": ids, "job_id": "j"}),
+                          422)
+    assert both["errors"][0]["field"] == "query.ids"
+    too_many = await executor.get("/v1/tasks", params={"ids": [str(i) for i in range(101)]})
+    assert "ids" in str(assert_problem(too_many, 422)["errors"])
 
 
 async def test_an_unknown_task_is_404(executor: httpx.AsyncClient) -> None:

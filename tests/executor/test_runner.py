@@ -18,7 +18,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
-from app.contract.tasks import TaskCreate, TaskStatus
+from app.contract.tasks import TaskCreate, TaskPublic, TaskStatus
 from app.domain.params import JobParams
 from app.domain.states import Stage
 from app.executor.engine.base import (
@@ -33,6 +33,7 @@ from app.executor.engine.base import (
     StageRequest,
 )
 from app.executor.runner import TaskRunner, new_runner_id
+from app.executor.schemas import task_public
 from app.executor.tasks import TaskStore
 from app.store.db import transaction
 from app.store.models import ExecutorTask
@@ -228,6 +229,23 @@ async def test_runs_a_task_to_completed_in_a_worker_thread(
     again = await runner.cancel(task.id)  # cancelling a finished task changes nothing
     assert again is not None and again.status == "completed"
     assert await runner.cancel("no-such-task") is None
+
+
+async def test_the_finished_task_is_handed_to_on_finished_as_it_was_written(
+    store: TaskStore, make_runner: RunnerFactory
+) -> None:
+    runner = make_runner(ProgressEngine(rows=30))
+    handed: list[TaskPublic] = []
+    runner.on_finished = handed.append
+    await runner.start()
+    task, _ = await store.create_or_get(task_body())
+
+    runner.submit(task.id)
+    done = await finished(store, task.id)
+    await wait_for(lambda: bool(handed), 5, message="the hand-over")
+
+    assert handed == [task_public(done)]
+    assert handed[0].status is TaskStatus.COMPLETED and handed[0].result == done.result
 
 
 async def test_a_running_task_shows_progress_and_a_cancel_stops_it_within_seconds(

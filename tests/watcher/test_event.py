@@ -12,6 +12,7 @@ from aiolimiter import AsyncLimiter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.batch.testing import InMemoryBatchManager
+from app.contract.tasks import TaskCreate
 from app.domain import conditions as cond
 from app.domain import layout
 from app.domain.params import JobParams, Source
@@ -198,3 +199,77 @@ async def test_a_job_succeeds_only_when_its_ds_folder_exists(rig: Rig) -> None:
         other = await rig.advance(other)
     assert other.status == JobStatus.SUCCEEDED
     assert other.results["output"]["url"] == f"/v1/jobs/{other.id}/output"
+
+
+async def test_a_finished_stage_creates_the_next_task_and_records_it_with_the_transition(
+    rig: Rig,
+) -> None:
+    job = await rig.advance(await rig.create())
+    first = rig.task_of(job)
+    rig.executor.complete(first)
+    events_before = len(await rig.service.events("local", job.id))
+
+    job = await rig.advance(job)
+
+    assert job.status == Stage.ODS_TO_DWD
+    [_, sent] = rig.executor.created
+    assert sent.idempotency_key == f"{job.id}:ODSToDWD:1"
+    assert job.results["batch"]["stage"] == Stage.ODS_TO_DWD
+    assert rig.task_of(job) == rig.executor.keys[sent.idempotency_key] != first
+    assert job.results["layers"]["ods"]["task_id"] == first
+    assert rig.executor.polls == 1, "the task just created was polled right after its create"
+    events = await rig.service.events("local", job.id)
+    assert [e.event for e in events[events_before:]] == ["stage_done"]
+
+
+async def test_a_finished_task_handed_over_is_taken_without_a_poll(rig: Rig) -> None:
+    job = await rig.advance(await rig.create())
+    rig.driver.task_finished(rig.executor.complete(rig.task_of(job), {"rows": 3}))
+
+    job = await rig.advance(job)
+
+    assert job.status == Stage.ODS_TO_DWD and job.results["layers"]["ods"]["rows"] == 3
+    assert rig.executor.polls == 0
+
+
+async def test_an_unfinished_task_handed_over_is_still_polled(rig: Rig) -> None:
+    job = await rig.advance(await rig.create())
+    rig.driver.task_finished(rig.executor.start(rig.task_of(job)))
+    rig.executor.complete(rig.task_of(job))
+
+    job = await rig.advance(job)
+
+    assert job.status == Stage.ODS_TO_DWD and rig.executor.polls == 1
+
+
+async def test_an_executor_gone_at_a_hop_leaves_the_job_at_the_next_stage_waiting(
+    rig: Rig,
+) -> None:
+    job = await rig.advance(await rig.create())
+    rig.driver.task_finished(rig.executor.complete(rig.task_of(job)))
+    rig.executor.unavailable = True
+
+    job = await rig.advance(job)
+
+    assert job.status == Stage.ODS_TO_DWD and job.results["layers"]["ods"]
+    assert condition(job, cond.EXECUTOR_REACHABLE)["status"] == cond.FALSE
+    rig.executor.unavailable = False
+    job = await rig.advance(job)
+    assert rig.executor.created[-1].idempotency_key == f"{job.id}:ODSToDWD:1"
+    assert rig.task_of(job) == rig.executor.keys[f"{job.id}:ODSToDWD:1"]
+
+
+async def test_a_hop_replayed_after_a_crash_records_the_task_its_first_try_created(
+    rig: Rig,
+) -> None:
+    job = await rig.advance(await rig.create())
+    rig.executor.complete(rig.task_of(job))
+    # the first try created the next stage's task, then died before its transition committed
+    before = await rig.executor.create_task(TaskCreate(
+        job_id=job.id, stage=Stage.ODS_TO_DWD, attempt=1,
+        idempotency_key=f"{job.id}:ODSToDWD:1", params=JobParams.model_validate(job.params)))
+
+    job = await rig.advance(job)
+
+    assert job.status == Stage.ODS_TO_DWD and rig.task_of(job) == before.task_id
+    assert len(rig.executor.tasks) == 2

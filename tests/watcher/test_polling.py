@@ -12,6 +12,7 @@ from app.domain.params import JobParams, Source
 from app.services.jobs import JobService, NewJob
 from app.store.models import Job
 from app.watcher.event import StageDriver
+from app.watcher.watcher import Watcher
 
 
 async def started_job(
@@ -56,3 +57,24 @@ async def test_a_queued_task_is_polled_again_once_the_interval_passed(
     for _ in range(3):
         job = await driver.advance(job, woken=False) or job
     assert executor.polls == 3
+
+
+async def test_a_pass_over_many_running_jobs_polls_their_tasks_with_one_request(
+    sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    executor = InMemoryBatchManager(start_on_poll=True)
+    driver = StageDriver(sessions, executor, AsyncLimiter(100, 1), tmp_path)
+    service = JobService(sessions)
+    for i in range(3):
+        await service.create("local", NewJob(f"j{i}", JobParams(source=Source(path="a/*.csv"))))
+    watcher = Watcher(sessions, driver, interval=60)
+    assert await watcher.tick() == 3  # each job starts and creates its first task
+    assert (executor.polls, executor.batch_polls) == (0, 0)
+
+    assert await watcher.tick() == 3
+
+    assert (executor.polls, executor.batch_polls) == (0, 1)
+    jobs = [await service.get("local", job_id) for job_id in {t.job_id for t in
+                                                               executor.tasks.values()}]
+    assert all(job.results["batch"]["status"] == "processing" for job in jobs), \
+        "each job took its task's state from the batched answer"
