@@ -27,12 +27,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.api.security import Principal, TokenTable
 from app.batch.client import BatchClient, make_http_client
-from app.batch.manager import BatchManager
 from app.domain.states import JobStatus
 from app.executor.app import ExecutorService
 from app.executor.engine.base import Engine
 from app.executor.engines import load_engine
-from app.executor.local import LocalBatchManager
 from app.metrics import Metrics
 from app.services.dry_runs import DryRunService
 from app.services.inputs import InputClaimer
@@ -73,8 +71,7 @@ class Services:
     reader: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient
-    batch: BatchManager
-    """The executor as the watcher calls it: in-process when embedded, else over HTTP."""
+    batch: BatchClient
     metrics: Metrics
     executor: ExecutorService | None
     """The executor mounted at `/executor`; None when `STRATA_EXECUTOR_URL` names a remote one."""
@@ -142,9 +139,7 @@ def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
         if settings.executor_url is None else None
     )
     http = make_http_client(settings.executor_url or loopback_url(settings))
-    # the embedded executor is called in-process; a remote one over HTTP, its contract
-    batch: BatchManager = (LocalBatchManager(executor) if executor is not None
-                           else BatchClient(http, token=settings.executor_token))
+    batch = BatchClient(http, token=settings.executor_token)
     metrics = Metrics()
     driver = StageDriver(
         sessions, batch, AsyncLimiter(settings.task_create_rate, 1), settings.warehouse_path(),

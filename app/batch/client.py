@@ -4,9 +4,8 @@ It implements `app.batch.manager.BatchManager`; the bodies it sends and reads ar
 own (`app.contract.tasks`).
 
 The `httpx.AsyncClient` is injected (its `base_url` points at an executor, e.g.
-`http://executor:8001`), so tests swap in a `MockTransport`. It is how the watcher reaches a
-remote executor; the embedded default calls the executor of its own process directly
-(`app.executor.local`), with the same documents and errors.
+`http://127.0.0.1:8000/executor`), so tests swap in a `MockTransport` and the embedded default
+calls its own process over loopback exactly as a cluster calls a remote executor.
 
 Errors come out as one small tree, never as httpx exceptions:
 
