@@ -415,6 +415,7 @@ class StageDriver:
             return self._failure(job, None, "TableCommitFailed", str(exc), now)
         if tables:  # the rows are in the pipeline's tables before the run is Succeeded
             job.results = {**job.results, "tables": tables}
+            now = self.clock()  # the run ends when its commit does: ended_at includes it
         ds = layers[Stage.DWS_TO_DS.layer]
         events = fire(job, "succeed", now, message=f"ds: {ds.get('rows', 0)} rows")
         job.results = {**job.results, "output": {"rows": ds.get("rows", 0), "format": "parquet",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -68,6 +69,9 @@ async def test_runs_grow_the_tables_which_serve_rows_versions_and_history(
     assert [(v["version"], v["job_id"], v["operation"]) for v in history] == [
         (1, second["job_id"], "MERGE"), (0, first["job_id"], "APPEND")]
     assert [v["rows_added"] for v in history] == [4, 3]
+    # a run ends when its rows are in: ended_at is taken after the table's commit
+    assert datetime.fromisoformat(second["ended_at"]) >= datetime.fromisoformat(
+        history[0]["committed_at"])
 
     # the Completed step of the second run again (a crash after its commit): nothing is added
     sessions = services_of(api.app).jobs.sessions  # type: ignore[attr-defined]
