@@ -56,7 +56,8 @@ import pyarrow.parquet as pq
 
 from app.domain.params import READER_OPTIONS
 from app.domain.states import Stage
-from app.executor.engine.base import CancelToken, StageCancelled, StageFailed
+from app.executor.engine import csv_arrow
+from app.executor.engine.base import LINEAGE_COLUMNS, CancelToken, StageCancelled, StageFailed
 from app.executor.engine.inputs import PARQUET_SUFFIX, StageInputs
 from app.executor.engine.kernel import (
     Plan,
@@ -173,6 +174,9 @@ class _StageRun:
             )
             source = f"{prefix}SELECT * FROM (\n{self.query}\n) AS __strata_u"
             if not plan.checks and not plan.dedupe:
+                arrow_rows = self._arrow_ods(con)
+                if arrow_rows is not None:
+                    return StageCounts(after_sql=arrow_rows, rows=arrow_rows)
                 monitor.band(0.0, 100.0)
                 copy = writer.copy(source, out_dir)
                 rows = _scalar(self._run(con, monitor, copy, "COPY"))
@@ -194,6 +198,40 @@ class _StageRun:
             unregister()
             monitor.stop()
             con.close()
+
+    def _arrow_ods(self, con: duckdb.DuckDBPyConnection) -> int | None:
+        """The plain ODS stage of CSV files with pyarrow (`csv_arrow`) where it reads the same as
+        DuckDB; None: not taken (nothing was written)."""
+        source = self.ctx.request.params.source
+        files = self.inputs.files
+        if (
+            self.ctx.stage is not Stage.LANDING_TO_ODS
+            or self.plan.query is not None
+            or source.format != "csv"
+            or not csv_arrow.eligible(source.options, files, self.ctx.sample_rows)
+        ):
+            return None
+        dialect = csv_arrow.arrow_dialect(con, files, source.options)
+        if dialect is None:
+            return None
+        self.ctx.check_lineage_columns([*dialect.columns, *LINEAGE_COLUMNS])
+        total = self.inputs.total
+
+        def on_rows(rows: int) -> None:
+            if total:
+                self.progress(100.0 * rows / total)
+
+        return csv_arrow.write_ods(
+            files=files,
+            names=self.inputs.names,
+            dialect=dialect,
+            out_dir=self.out_dir,
+            batch_size=self.ctx.request.params.batch_size,
+            threads=self.ctx.request.threads,
+            cancel=self.cancel,
+            on_rows=on_rows,
+            replacements=self.ctx.replacements,
+        )
 
     def _execute_materialised(
         self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, writer: _Writer, prefix: str
