@@ -30,8 +30,6 @@ share of the estimated input rows written so far.
 from __future__ import annotations
 
 import datetime as dt
-import queue
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,19 +38,13 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
+from app.executor.engine.arrow_parquet import ParquetSink
 from app.executor.engine.base import LINEAGE_COLUMNS, CancelToken, StageFailed
 from app.executor.engine.sandbox import sanitize, sql_string, sql_value
 
 BLOCK_BYTES = 1 << 20
 """CSV bytes per batch: large enough to keep the parser threads busy, small for a quick cancel."""
-DICTIONARY_PAGE_BYTES = 64 << 10
-"""Dictionary-encode a column chunk only while its dictionary stays this small: high-cardinality
-strings (ids, timestamps) then fall back to plain encoding early, which writes faster and
-smaller files than pyarrow's 1 MiB default; low-cardinality columns keep their dictionary."""
-QUEUE_DEPTH = 2
-"""Batches waiting per writer thread: bounds memory."""
 _FAST_OPTIONS = frozenset({"header", "all_varchar", "delimiter", "quote", "escape"})
 _COMPRESSED = (".gz", ".zst", ".zstd", ".bz2", ".xz", ".zip")
 
@@ -186,24 +178,19 @@ def write_ods(
             )
         ]
     )
-    writers = [_Writer(out_dir / f"data_{i}.parquet", schema, batch_size, always=i == 0)
-               for i in range(max(1, threads))]
+    sink = ParquetSink(out_dir, schema, rows=batch_size, threads=threads)
     rows = 0
     try:
-        for writer in writers:
-            writer.start()
-        for index, batch in enumerate(_batches(files, names, dialect, ingested, schema, cancel)):
-            writers[index % len(writers)].put(batch)
+        for batch in _batches(files, names, dialect, ingested, schema, cancel):
+            sink.put(batch)
             rows += batch.num_rows
             on_rows(rows)
-        for writer in writers:
-            writer.finish()
+        sink.finish()
     except pa.ArrowException as exc:
         message = sanitize(str(exc).strip(), replacements)
         raise StageFailed(f"source: {message}") from None
     finally:
-        for writer in writers:
-            writer.abort()
+        sink.abort()
     return rows
 
 
@@ -252,97 +239,3 @@ class _Constants:
         if not self.arrays or len(self.arrays[0]) < rows:
             self.arrays = [pa.repeat(value, rows) for value in self.values]
         return [array.slice(0, rows) for array in self.arrays]
-
-
-class _Writer:
-    """One thread writing one Parquet file from a bounded queue, in row groups of `rows`."""
-
-    def __init__(self, path: Path, schema: pa.Schema, rows: int, *, always: bool) -> None:
-        self.path = path
-        self.always = always
-        """Write the file even without rows (the first writer: a layer has at least one)."""
-        self.schema = schema
-        self.rows = rows
-        self.queue: queue.Queue[pa.RecordBatch | None] = queue.Queue(QUEUE_DEPTH)
-        self.error: BaseException | None = None
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="ods-parquet", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def put(self, batch: pa.RecordBatch) -> None:
-        while True:
-            self._raise()
-            try:
-                self.queue.put(batch, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def finish(self) -> None:
-        self.put_end()
-        self.thread.join()
-        self._raise()
-
-    def put_end(self) -> None:
-        while self.thread.is_alive():
-            try:
-                self.queue.put(None, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def abort(self) -> None:
-        """Stop the thread whatever happened (a no-op after `finish`)."""
-        if self.thread.is_alive():
-            self.stopped.set()
-            self.thread.join()
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
-
-    def _run(self) -> None:
-        pending: list[pa.RecordBatch] = []
-        held = 0
-        writer: pq.ParquetWriter | None = None
-        try:
-            while not self.stopped.is_set():
-                try:
-                    batch = self.queue.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if batch is None:
-                    break
-                if writer is None:
-                    writer = self._open()
-                pending.append(batch)
-                held += batch.num_rows
-                while held >= self.rows:
-                    table = pa.Table.from_batches(pending, schema=self.schema)
-                    writer.write_table(table.slice(0, self.rows), row_group_size=self.rows)
-                    rest = table.slice(self.rows)
-                    pending, held = rest.to_batches(), rest.num_rows
-            if self.stopped.is_set():
-                return
-            if writer is None and self.always:
-                writer = self._open()  # no rows: one file with the layer's columns
-            if writer is not None and pending:
-                writer.write_table(pa.Table.from_batches(pending, schema=self.schema),
-                                   row_group_size=self.rows)
-        except BaseException as exc:  # handed to the reading thread
-            self.error = exc
-        finally:
-            if writer is not None:
-                writer.close()
-
-    def _open(self) -> pq.ParquetWriter:
-        return pq.ParquetWriter(
-            self.path,
-            self.schema,
-            compression="zstd",
-            compression_level=1,
-            dictionary_pagesize_limit=DICTIONARY_PAGE_BYTES,
-            store_schema=False,
-        )

@@ -52,14 +52,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from app.domain.params import READER_OPTIONS
 from app.domain.states import Stage
 from app.executor.engine import csv_arrow
+from app.executor.engine.arrow_parquet import ParquetSink
 from app.executor.engine.base import LINEAGE_COLUMNS, CancelToken, StageCancelled, StageFailed
 from app.executor.engine.inputs import PARQUET_SUFFIX, StageInputs
 from app.executor.engine.kernel import (
+    REJECT_REASON,
     Plan,
     StageContext,
     StageCounts,
@@ -293,7 +297,21 @@ class _StageRun:
         order_rows = f" ORDER BY s.{rid}" if ordered else ""
 
         # 2. dedupe: winners on narrow columns (keys, order_by, row id), checks on kept rows only
-        if dedupe:
+        counts = StageCounts()
+        if dedupe and not ordered:
+            # the first row id per key in the order_by: a grouped aggregate over the narrow
+            # columns, about half the work of the window below; the checks run in step 3
+            monitor.band(*bands["keep"])
+            self._run(
+                con,
+                monitor,
+                f"CREATE TEMP TABLE __strata_keep AS SELECT first({rid} ORDER BY\n{order_by}\n) "
+                f"AS __strata_k FROM __strata_sql GROUP BY {', '.join(keys)}",
+                "CREATE",
+            )
+            source = f"__strata_sql AS s JOIN __strata_keep AS k ON s.{rid} = k.__strata_k"
+            why = f"({reason})"
+        elif dedupe:
             monitor.band(*bands["keep"])
             window_order = order_by if order_by is not None else rid
             # the window reads only the keys, the order_by columns and the row id; the check
@@ -310,27 +328,92 @@ class _StageRun:
             why = "k.__strata_reason"
         else:
             source = "__strata_sql AS s"
-            why = "s.__strata_reason" if with_reason else "NULL"
+            why = "s.__strata_reason" if with_reason else "NULL::VARCHAR"
 
         # 3. the layer, then its rejects
-        counts = StageCounts()
-        monitor.band(*bands["output"])
-        copy = writer.copy(f"SELECT {star} FROM {source} WHERE {why} IS NULL{order_rows}", out_dir)
-        counts.rows = _scalar(self._run(con, monitor, copy, "COPY"))
-        if checks:
-            monitor.band(*bands["rejects"])
-            copy = writer.copy(
-                f"SELECT {star}, {why} AS _reject_reason FROM {source} "
-                f"WHERE {why} IS NOT NULL{order_rows}",
-                rejects_dir,
+        if not ordered:
+            # one pass over the kept rows, split by their check reason into the two layers
+            monitor.band(bands["output"][0], bands["output"][1] + bands["rejects"][1])
+            counts.rows, counts.rejects = self._write_split(
+                con, monitor, f"SELECT {star}, {why} AS __strata_reason FROM {source}"
             )
-            counts.rejects = _scalar(self._run(con, monitor, copy, "COPY"))
+        else:
+            monitor.band(*bands["output"])
+            copy = writer.copy(
+                f"SELECT {star} FROM {source} WHERE {why} IS NULL{order_rows}", out_dir
+            )
+            counts.rows = _scalar(self._run(con, monitor, copy, "COPY"))
+            if checks:
+                monitor.band(*bands["rejects"])
+                copy = writer.copy(
+                    f"SELECT {star}, {why} AS _reject_reason FROM {source} "
+                    f"WHERE {why} IS NOT NULL{order_rows}",
+                    rejects_dir,
+                )
+                counts.rejects = _scalar(self._run(con, monitor, copy, "COPY"))
         counts.after_sql = _scalar(con.execute("SELECT count(*) FROM __strata_sql"))
         kept = counts.after_sql
         if dedupe:
             kept = _scalar(con.execute("SELECT count(*) FROM __strata_keep"))
         counts.deduped = counts.after_sql - kept
         return counts
+
+    def _write_split(
+        self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, select: str
+    ) -> tuple[int, int]:
+        """Stream `select` (the layer's columns and `__strata_reason`) out of DuckDB as Arrow and
+        write its rows with a NULL reason to the layer, the others to the rejects (with the reason
+        as `_reject_reason`), with pyarrow's writer on every engine thread; unordered layers only.
+        Returns (rows, rejects)."""
+        self.cancel.raise_if_cancelled()
+        values = bind(con, select, "SELECT", self.ctx.parameters)
+        request = self.ctx.request
+        rows = rejects = 0
+        monitor.running = True
+        try:
+            reader = con.sql(select, params=values or None).to_arrow_reader(
+                request.params.batch_size
+            )
+            at = reader.schema.get_field_index("__strata_reason")
+            layer_schema = reader.schema.remove(at)
+            out = ParquetSink(
+                self.out_dir, layer_schema, rows=request.params.batch_size, threads=request.threads
+            )
+            bad = ParquetSink(
+                self.rejects_dir,
+                layer_schema.append(pa.field(REJECT_REASON, pa.string())),
+                rows=request.params.batch_size,
+                threads=1,
+            ) if self.plan.checks else None
+            try:
+                for batch in reader:
+                    self.cancel.raise_if_cancelled()
+                    reason = batch.column(at)
+                    kept = batch.remove_column(at)
+                    if reason.null_count == batch.num_rows or bad is None:
+                        out.put(kept)
+                        rows += batch.num_rows
+                        continue
+                    ok = pc.is_null(reason)
+                    good = kept.filter(ok)
+                    out.put(good)
+                    rows += good.num_rows
+                    failed = kept.filter(pc.invert(ok)).append_column(
+                        REJECT_REASON, reason.filter(pc.invert(ok))
+                    )
+                    bad.put(failed)
+                    rejects += failed.num_rows
+                out.finish()
+                if bad is not None:
+                    bad.finish()
+            finally:
+                out.abort()
+                if bad is not None:
+                    bad.abort()
+        finally:
+            monitor.running = False
+            monitor.finish_band()
+        return rows, rejects
 
     def _run(
         self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, sql: str, kind: str
