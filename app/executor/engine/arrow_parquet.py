@@ -20,7 +20,7 @@ DICTIONARY_PAGE_BYTES = 64 << 10
 """Dictionary-encode a column chunk only while its dictionary stays this small: high-cardinality
 strings (ids, timestamps) then fall back to plain encoding early, which writes faster and
 smaller files than pyarrow's 1 MiB default; low-cardinality columns keep their dictionary."""
-QUEUE_DEPTH = 2
+QUEUE_DEPTH = 1
 """Batches waiting per writer thread: bounds memory."""
 
 
@@ -49,9 +49,13 @@ class ParquetSink:
             writer.finish()
 
     def abort(self) -> None:
-        """Stop every writer thread (a no-op after `finish`); the caller removes the files."""
+        """Stop every writer thread (a no-op after `finish`); the caller removes the files.
+
+        Then give the freed Arrow buffers back to the system: the allocator keeps them otherwise,
+        and the long-running service would hold a layer's worth of batches between stages."""
         for writer in self.writers:
             writer.abort()
+        pa.default_memory_pool().release_unused()
 
 
 class _Writer:
