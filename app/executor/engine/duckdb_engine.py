@@ -24,11 +24,14 @@ What a stage does (DESIGN.md, `params`):
   rows and keeps the first N of those by `_source_file`, then `_row_number`. Other stages read the
   previous layer's Parquet files under its name (`ods`, `dwd`, `dws`).
 * `sql` (or `SELECT * FROM <input>`), then `dedupe`, then `checks`. Without dedupe and checks the
-  result streams straight into the Parquet writer. Otherwise it is materialised once in a temp
-  table (in memory, spilling to `spill/`), the winners of the dedupe are picked on narrow columns
-  (the keys, the order_by columns and the row id) with a window and the check reason of each kept
-  row is computed once into a narrow table, which is then joined back to write the output and the
-  rejects: rows(output) + rejects + deduped = rows(after sql), exactly.
+  result streams straight into the Parquet writer (the plain CSV ODS stage is read and written by
+  pyarrow instead, `csv_arrow`). Otherwise it is materialised once in a temp table (in memory,
+  spilling to `spill/`) and the winners of the dedupe are picked on narrow columns (the keys, the
+  order_by columns and the row id): for an unordered layer with a grouped `first(rowid ORDER BY
+  …)`, after which the kept rows are read once as Arrow, their check reason computed, and split
+  by pyarrow writers into the output and the rejects (`_write_split`); for an ordered layer with
+  a window whose kept rows' reasons go into a narrow table joined back by two ordered COPYs.
+  Either way rows(output) + rejects + deduped = rows(after sql), exactly.
 * run parameters: user SQL reads `$name`; each statement binds the values of exactly the
   parameters it reads (`con.execute(sql, {name: value})`), so a value is data, never SQL text.
 * row order: a layer whose SQL ends with ORDER BY (always the case for DS) is written with
