@@ -316,7 +316,7 @@ async def run_size(cfg: DataConfig, rows: int | None, python: Path | None, refda
 
 
 def targets(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Targets at the largest size: <= 1.0 x DuckDB, <= 1.3 x Polars, peak RSS ≤ DuckDB's."""
+    """Targets at the largest size: <= 1.0 x DuckDB, <= 1.0 x Polars, peak RSS ≤ DuckDB's."""
     if not sizes:
         return []
     big = max(sizes, key=lambda s: s["rows"] or 0)
@@ -324,7 +324,7 @@ def targets(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     where = f"{big['label']} rows"
     out = []
     for key, limit, text in (("wall/duckdb", 1.0, "wall ≤ 1.0 x ref_duckdb"),
-                             ("wall/polars", 1.3, "wall ≤ 1.3 x ref_polars"),
+                             ("wall/polars", 1.0, "wall ≤ 1.0 x ref_polars"),
                              ("rss/duckdb", 1.0, "peak RSS ≤ ref_duckdb's")):
         if key in r:
             value = r[key]

@@ -24,11 +24,14 @@ What a stage does (DESIGN.md, `params`):
   rows and keeps the first N of those by `_source_file`, then `_row_number`. Other stages read the
   previous layer's Parquet files under its name (`ods`, `dwd`, `dws`).
 * `sql` (or `SELECT * FROM <input>`), then `dedupe`, then `checks`. Without dedupe and checks the
-  result streams straight into the Parquet writer. Otherwise it is materialised once in a temp
-  table (in memory, spilling to `spill/`), the winners of the dedupe are picked on narrow columns
-  (the keys, the order_by columns and the row id) with a window and the check reason of each kept
-  row is computed once into a narrow table, which is then joined back to write the output and the
-  rejects: rows(output) + rejects + deduped = rows(after sql), exactly.
+  result streams straight into the Parquet writer (the plain CSV ODS stage is read and written by
+  pyarrow instead, `csv_arrow`). Otherwise it is materialised once in a temp table (in memory,
+  spilling to `spill/`) and the winners of the dedupe are picked on narrow columns (the keys, the
+  order_by columns and the row id): for an unordered layer with a grouped `first(rowid ORDER BY
+  …)`, after which the kept rows are read once as Arrow, their check reason computed, and split
+  by pyarrow writers into the output and the rejects (`_write_split`); for an ordered layer with
+  a window whose kept rows' reasons go into a narrow table joined back by two ordered COPYs.
+  Either way rows(output) + rejects + deduped = rows(after sql), exactly.
 * run parameters: user SQL reads `$name`; each statement binds the values of exactly the
   parameters it reads (`con.execute(sql, {name: value})`), so a value is data, never SQL text.
 * row order: a layer whose SQL ends with ORDER BY (always the case for DS) is written with
@@ -59,13 +62,17 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from app.domain.params import READER_OPTIONS
 from app.domain.states import Stage
-from app.executor.engine.base import CancelToken, StageCancelled, StageFailed
+from app.executor.engine import csv_arrow
+from app.executor.engine.arrow_parquet import ParquetSink
+from app.executor.engine.base import LINEAGE_COLUMNS, CancelToken, StageCancelled, StageFailed
 from app.executor.engine.inputs import PARQUET_SUFFIX, StageInputs
 from app.executor.engine.kernel import (
+    REJECT_REASON,
     Plan,
     StageContext,
     StageCounts,
@@ -169,6 +176,9 @@ class DuckDBEngine(StageEngine):
 class _StageRun:
     """One stage's DuckDB work: a locked connection, its statements and their progress."""
 
+    split_by_reason = True
+    """An unordered layer and its rejects come out of one Arrow pass (`_write_split`)."""
+
     def __init__(self, work: StageWork, *, per_thread: bool) -> None:
         self.ctx = work.ctx
         self.plan = work.plan
@@ -195,6 +205,9 @@ class _StageRun:
             monitor.start()
             source = f"{prefix}SELECT * FROM (\n{self.query}\n) AS __strata_u"
             if not plan.checks and not plan.dedupe:
+                arrow_rows = self._arrow_ods(con)
+                if arrow_rows is not None:
+                    return StageCounts(after_sql=arrow_rows, rows=arrow_rows)
                 monitor.band(0.0, 100.0)
                 rows = self._write(con, monitor, source, out_dir)
                 self._check_lineage(out_dir)
@@ -252,6 +265,40 @@ class _StageRun:
 
     def _release(self, con: duckdb.DuckDBPyConnection) -> None:
         con.close()
+
+    def _arrow_ods(self, con: duckdb.DuckDBPyConnection) -> int | None:
+        """The plain ODS stage of CSV files with pyarrow (`csv_arrow`) where it reads the same as
+        DuckDB; None: not taken (nothing was written)."""
+        source = self.ctx.request.params.source
+        files = self.inputs.files
+        if (
+            self.ctx.stage is not Stage.LANDING_TO_ODS
+            or self.plan.query is not None
+            or source.format != "csv"
+            or not csv_arrow.eligible(source.options, files, self.ctx.sample_rows)
+        ):
+            return None
+        dialect = csv_arrow.arrow_dialect(con, files, source.options)
+        if dialect is None:
+            return None
+        self.ctx.check_lineage_columns([*dialect.columns, *LINEAGE_COLUMNS])
+        total = self.inputs.total
+
+        def on_rows(rows: int) -> None:
+            if total:
+                self.progress(100.0 * rows / total)
+
+        return csv_arrow.write_ods(
+            files=files,
+            names=self.inputs.names,
+            dialect=dialect,
+            out_dir=self.out_dir,
+            batch_size=self.ctx.request.params.batch_size,
+            threads=self.ctx.request.threads,
+            cancel=self.cancel,
+            on_rows=on_rows,
+            replacements=self.ctx.replacements,
+        )
 
     def _execute_materialised(
         self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, prefix: str
@@ -313,7 +360,21 @@ class _StageRun:
         order_rows = f" ORDER BY s.{rid}" if ordered else ""
 
         # 2. dedupe: winners on narrow columns (keys, order_by, row id), checks on kept rows only
-        if dedupe:
+        counts = StageCounts()
+        if dedupe and not ordered:
+            # the first row id per key in the order_by: a grouped aggregate over the narrow
+            # columns, about half the work of the window below; the checks run in step 3
+            monitor.band(*bands["keep"])
+            self._run(
+                con,
+                monitor,
+                f"CREATE TEMP TABLE __strata_keep AS SELECT first({rid} ORDER BY\n{order_by}\n) "
+                f"AS __strata_k FROM __strata_sql GROUP BY {', '.join(keys)}",
+                "CREATE",
+            )
+            source = f"__strata_sql AS s JOIN __strata_keep AS k ON s.{rid} = k.__strata_k"
+            why = f"({reason})"
+        elif dedupe:
             monitor.band(*bands["keep"])
             window_order = order_by if order_by is not None else rid
             # the window reads only the keys, the order_by columns and the row id; the check
@@ -330,29 +391,93 @@ class _StageRun:
             why = "k.__strata_reason"
         else:
             source = "__strata_sql AS s"
-            why = "s.__strata_reason" if with_reason else "NULL"
+            why = "s.__strata_reason" if with_reason else "NULL::VARCHAR"
 
         # 3. the layer, then its rejects
-        counts = StageCounts()
-        monitor.band(*bands["output"])
-        counts.rows = self._write(
-            con, monitor, f"SELECT {star} FROM {source} WHERE {why} IS NULL{order_rows}", out_dir
-        )
-        if checks:
-            monitor.band(*bands["rejects"])
-            counts.rejects = self._write(
-                con,
-                monitor,
-                f"SELECT {star}, {why} AS _reject_reason FROM {source} "
-                f"WHERE {why} IS NOT NULL{order_rows}",
-                rejects_dir,
+        if not ordered and self.split_by_reason:
+            # one pass over the kept rows, split by their check reason into the two layers
+            monitor.band(bands["output"][0], bands["output"][1] + bands["rejects"][1])
+            counts.rows, counts.rejects = self._write_split(
+                con, monitor, f"SELECT {star}, {why} AS __strata_reason FROM {source}"
             )
+        else:
+            monitor.band(*bands["output"])
+            counts.rows = self._write(
+                con, monitor, f"SELECT {star} FROM {source} WHERE {why} IS NULL{order_rows}",
+                out_dir,
+            )
+            if checks:
+                monitor.band(*bands["rejects"])
+                counts.rejects = self._write(
+                    con,
+                    monitor,
+                    f"SELECT {star}, {why} AS _reject_reason FROM {source} "
+                    f"WHERE {why} IS NOT NULL{order_rows}",
+                    rejects_dir,
+                )
         counts.after_sql = _scalar(con.execute("SELECT count(*) FROM __strata_sql"))
         kept = counts.after_sql
         if dedupe:
             kept = _scalar(con.execute("SELECT count(*) FROM __strata_keep"))
         counts.deduped = counts.after_sql - kept
         return counts
+
+    def _write_split(
+        self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, select: str
+    ) -> tuple[int, int]:
+        """Stream `select` (the layer's columns and `__strata_reason`) out of DuckDB as Arrow and
+        write its rows with a NULL reason to the layer, the others to the rejects (with the reason
+        as `_reject_reason`), with pyarrow's writer on every engine thread; unordered layers only.
+        Returns (rows, rejects)."""
+        self.cancel.raise_if_cancelled()
+        values = bind(con, select, "SELECT", self.ctx.parameters)
+        request = self.ctx.request
+        rows = rejects = 0
+        monitor.running = True
+        try:
+            reader = con.sql(select, params=values or None).to_arrow_reader(
+                request.params.batch_size
+            )
+            at = reader.schema.get_field_index("__strata_reason")
+            layer_schema = reader.schema.remove(at)
+            out = ParquetSink(
+                self.out_dir, layer_schema, rows=request.params.batch_size, threads=request.threads
+            )
+            bad = ParquetSink(
+                self.rejects_dir,
+                layer_schema.append(pa.field(REJECT_REASON, pa.string())),
+                rows=request.params.batch_size,
+                threads=1,
+            ) if self.plan.checks else None
+            try:
+                for batch in reader:
+                    self.cancel.raise_if_cancelled()
+                    reason = batch.column(at)
+                    kept = batch.remove_column(at)
+                    if reason.null_count == batch.num_rows or bad is None:
+                        out.put(kept)
+                        rows += batch.num_rows
+                        continue
+                    ok = pc.is_null(reason)
+                    good = kept.filter(ok)
+                    out.put(good)
+                    rows += good.num_rows
+                    failed = kept.filter(pc.invert(ok)).append_column(
+                        REJECT_REASON, reason.filter(pc.invert(ok))
+                    )
+                    bad.put(failed)
+                    rejects += failed.num_rows
+                out.finish()
+                if bad is not None:
+                    bad.finish()
+            finally:
+                out.abort()
+                if bad is not None:
+                    bad.abort()
+        finally:
+            monitor.running = False
+            monitor.finish_band()
+        return rows, rejects
 
     def _run(
         self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, sql: str, kind: str
@@ -452,6 +577,9 @@ class _StageRun:
 class _SharedStageRun(_StageRun):
     """A small stage on its own connection to the shared locked database (`shared_database`):
     the input registered from Arrow, the output written by pyarrow, no file reached by DuckDB."""
+
+    split_by_reason = False
+    """Two `_write`s: they fall back to a fresh database on OOM; a tiny layer gains nothing."""
 
     def __init__(self, work: StageWork, shared: SharedDatabase, table: pa.Table) -> None:
         super().__init__(work, per_thread=False)
