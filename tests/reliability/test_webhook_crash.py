@@ -22,7 +22,7 @@ from tests.waiting import wait_for
 
 pytestmark = pytest.mark.slow
 
-SUCCEED_COMMIT = "after_transition_commit:6"  # start, four stage_done, then succeed
+SUCCEED_COMMIT = "after_transition_commit:5"  # start, three stage_done, the last with succeed
 
 
 async def stored(database_url: str) -> tuple[list[Job], list[WebhookDelivery]]:
