@@ -88,6 +88,7 @@ async def cpu_ms(n: int, one: Callable[[int], Awaitable[Any]]) -> float:
 
 async def access_log_ms(n: int, path: Path) -> float:
     """One access line as `strata serve` writes it (JSON, secrets redacted) to a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     access = logging.Logger("uvicorn.access")
     with path.open("w") as stream:
         handler = logging.StreamHandler(stream)
