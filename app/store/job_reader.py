@@ -5,7 +5,7 @@ aiosqlite (its hop to a worker thread and back): several times a whole trivial r
 driver it costs a tenth of that. Nothing is cached: every read is a fresh autocommit statement
 against the committed state, so a write on another replica is visible to the next read as before.
 
-- PostgreSQL: a small asyncpg pool; asyncpg prepares the statement once per connection.
+- PostgreSQL: up to ten asyncpg connections of its own, the statements prepared once on each.
 - SQLite in WAL mode: one `sqlite3` connection used on the event loop itself. A WAL reader never
   waits for a writer, and the lookup (~10 µs) is cheaper than any hop to a thread. Its busy
   timeout is 0, so in the rare moments a reader must wait (recovery, a checkpoint resetting the
@@ -94,40 +94,55 @@ _DROPPED = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
 """What a connection the server closed raises on its next use."""
 
 
-async def _nothing_to_reset(_conn: asyncpg.Connection) -> None:
-    """The default reset is a round trip per release (UNLISTEN, RESET ALL…) to undo session
-    state; these connections only ever run one autocommit SELECT, so there is none."""
+class _Connection(NamedTuple):
+    conn: asyncpg.Connection
+    by_id: asyncpg.prepared_stmt.PreparedStatement
+    by_id_and_owner: asyncpg.prepared_stmt.PreparedStatement
 
 
 class PostgresJobReader:
-    """Reads on its own asyncpg pool, opened by the first read."""
+    """Reads on connections of its own, each with both statements prepared once.
+
+    Not asyncpg's pool: its acquire/release bookkeeping (and by default a reset round trip on
+    every release) costs more than the lookup. A semaphore bounds the connections; a connection
+    whose read failed is closed rather than reused.
+    """
 
     def __init__(self, dsn: str, max_size: int = 10) -> None:
         self.dsn = dsn
-        self.max_size = max_size
-        self._pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
+        self._slots = asyncio.Semaphore(max_size)
+        self._idle: list[_Connection] = []
 
-    async def _get_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            async with self._opening:
-                if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
-                        self.dsn, min_size=1, max_size=self.max_size, reset=_nothing_to_reset)
-        return self._pool
+    async def _connect(self) -> _Connection:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            return _Connection(conn, await conn.prepare(_PG_BY_ID),
+                               await conn.prepare(_PG_BY_ID_AND_OWNER))
+        except BaseException:
+            conn.terminate()
+            raise
+
+    async def _fetch(self, job_id: str, owner: str | None) -> asyncpg.Record | None:
+        async with self._slots:
+            held = self._idle.pop() if self._idle else await self._connect()
+            try:
+                if owner is None:
+                    row = await held.by_id.fetchrow(job_id)
+                else:
+                    row = await held.by_id_and_owner.fetchrow(job_id, owner)
+            except BaseException:
+                held.conn.terminate()
+                raise
+            self._idle.append(held)
+            return row
 
     async def read(self, job_id: str, owner: str | None) -> StoredJob | None:
-        try:
-            pool = await self._get_pool()
-        except Exception as exc:  # the server is away: the pooled path reports it
-            raise ReadUnavailable(str(exc)) from exc
-        query = _PG_BY_ID if owner is None else _PG_BY_ID_AND_OWNER
-        args = (job_id,) if owner is None else (job_id, owner)
-        for attempt in (1, 2):  # a connection the server dropped fails once, then is replaced
+        for attempt in (1, 2):
             try:
-                row = await pool.fetchrow(query, *args)
+                row = await self._fetch(job_id, owner)
                 break
-            except _DROPPED as exc:
+            except _DROPPED as exc:  # the server dropped connections: likely all the idle ones
+                self._close_idle()
                 if attempt == 2:
                     raise ReadUnavailable(str(exc)) from exc
             except Exception as exc:  # anything else: the pooled path reads it, or reports it
@@ -140,10 +155,18 @@ class PostgresJobReader:
             _aware(row[13]), _json(row[14]),
         )
 
+    def _close_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for held in idle:
+            held.conn.terminate()
+
     async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await pool.close()
+        idle, self._idle = self._idle, []
+        for held in idle:
+            try:
+                await held.conn.close(timeout=2)
+            except Exception:
+                held.conn.terminate()
 
 
 class SqliteJobReader:
