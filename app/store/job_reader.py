@@ -18,6 +18,7 @@ A reader that cannot answer raises `ReadUnavailable`; it never answers wrongly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from datetime import UTC, datetime
@@ -211,7 +212,8 @@ class SqliteJobReader:
     async def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            conn.close()
+            with contextlib.suppress(sqlite3.ProgrammingError):  # opened on another thread
+                conn.close()
 
 
 def create_job_reader(database_url: str) -> JobReader | None:
