@@ -38,6 +38,7 @@ from app.services.jobs import JobService
 from app.services.pipelines import PipelineService
 from app.settings import Settings
 from app.store.db import create_engine, create_read_engine, session_factory
+from app.store.job_reader import create_job_reader
 from app.store.jobs import count_by_status
 from app.store.liveness import check_liveness_locally
 from app.store.notify import WakeListener, asyncpg_dsn
@@ -155,7 +156,8 @@ def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
     jobs = JobService(sessions, cancel_task=cancel_task, wake=watcher.wake,
                       max_in_flight=settings.max_jobs_in_flight,
                       creates_per_minute=settings.creates_per_minute, metrics=metrics,
-                      reader=reader, warehouse_dir=settings.warehouse_path())
+                      reader=reader, job_reader=create_job_reader(settings.database_url),
+                      warehouse_dir=settings.warehouse_path())
     if executor is not None:  # a finished task reaches the watcher as it is: no poll
         executor.runner.on_finished = watcher.task_finished
     dsn = asyncpg_dsn(settings.database_url)
@@ -215,6 +217,8 @@ async def run_services(services: Services) -> AsyncIterator[Services]:
     services.warehouse_dir.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(services.reader.dispose)
+        if services.jobs.job_reader is not None:
+            stack.push_async_callback(services.jobs.job_reader.close)
         stack.push_async_callback(services.db.dispose)
         stack.push_async_callback(services.http.aclose)
         if services.executor is not None:

@@ -243,7 +243,7 @@ def api_section(bench: dict[str, Any]) -> list[str]:
                 f"{num(r['get/healthz rps paired'])}); CPU per request healthz ÷ GET "
                 f"{num(r['healthz/get cpu per request'])}; POST ÷ healthz "
                 f"{num(r['post/healthz rps'])}. Jobs in the database at the end: "
-                f"{b['jobs_in_db_at_end']}.", ""]
+                f"{b['jobs_in_db_at_end']}.{_access_log(b)}", ""]
     costs = bench.get("request_cost") or []
     if costs:
         out += ["### Where a job GET's CPU goes (`bench.request_cost`: in-process, no HTTP)", "",
@@ -251,8 +251,10 @@ def api_section(bench: dict[str, Any]) -> list[str]:
                 "(the difference to the table above) comes on top of every request alike.", ""]
         layers = [("healthz", "/healthz, whole request"), ("job_get", "job GET, whole request"),
                   ("dependencies", "same dependencies, constant answer (framework share)"),
-                  ("service_read", "JobService.read (read pool, SQLAlchemy Core)"),
+                  ("service_read", "JobService.read (the driver: asyncpg pool / sqlite3)"),
+                  ("pooled_read", "same read through the read pool and SQLAlchemy Core"),
                   ("document", "document from the stored row, serialised"),
+                  ("access_log", "one JSON access-log line, written to a file"),
                   ("driver_floor", "same SELECT on the bare driver (no SQLAlchemy, no pool)")]
         out += table(["layer", *[c["backend"] for c in costs]],
                      [[label, *[num(c.get(key), 3) for c in costs]] for key, label in layers])
@@ -273,8 +275,7 @@ def incremental_section(bench: dict[str, Any]) -> list[str]:
             f"appended to a Delta table ({cfg['table_mode']}). Then `orders-rebuild`, the same "
             f"spec, reads all {cfg['days']} files into a fresh table. Wall: POST run → "
             f"Succeeded seen; CPU: the service's process tree over the run; created → ended: "
-            f"the job's own timestamps, which leave out the table commit (`ended_at` is taken "
-            f"before it).", ""]
+            f"the job's own timestamps (the table commit included).", ""]
 
     def row(label: str, r: dict[str, Any]) -> list[Any]:
         layers = " / ".join(num(r["layers"].get(k), 2) for k in ("ods", "dwd", "dws", "ds"))
@@ -369,6 +370,13 @@ def scale_section(bench: dict[str, Any]) -> list[str]:
                     f"{k} {num(g[k]['p50'])} ({num(g[k].get('net_cpu'))})" for k in kinds)
                 + ".", ""]
     return out
+
+
+def _access_log(backend: dict[str, Any]) -> str:
+    logged = backend["summary"]["get_job"].get("log_bytes_per_req")
+    if logged is None:
+        return ""
+    return f" JSON access log on: {num(logged, 0)} bytes per GET written to the service's log."
 
 
 def render(results: dict[str, Any]) -> str:

@@ -9,8 +9,12 @@ time, so each figure is CPU seconds per call (`time.process_time`) of one layer 
 - `job GET`: the whole job read;
 - `same dependencies, no read`: a route with the job GET's dependencies (caller, service) that
   answers a constant — the framework's share;
-- `JobService.read`: the database read alone (read pool, SQLAlchemy Core, one round trip);
+- `JobService.read`: the database read alone, as the GET does it (`app.store.job_reader`: the
+  bare driver, asyncpg's pool or a `sqlite3` connection on the loop);
+- `pooled read`: the same read through the read pool and SQLAlchemy Core (one round trip), the
+  path before the driver-level read and still the fallback;
 - `document`: building and serialising the response from the stored row;
+- `access log`: one uvicorn access-log record through the service's JSON handler, to a file;
 - `driver floor`: the same SELECT straight on the driver (asyncpg prepared statement, or
   sqlite3), without SQLAlchemy or a pool — what no Python layer above it can go below.
 
@@ -22,18 +26,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import shutil
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from fastapi import Request
 from fastapi.responses import Response
 
-from app.api.deps import Caller, Jobs, services_of
+from app.api.deps import Caller, services_of
 from app.api.schemas import job_response
+from app.logs import JsonFormatter, RedactSecrets
 from app.main import create_app
 from app.settings import Settings
 from bench.common import Databases, bench_dir, pg_available, tiny_job
@@ -79,13 +87,31 @@ async def cpu_ms(n: int, one: Callable[[int], Awaitable[Any]]) -> float:
     return (time.process_time() - started) * 1000 / n
 
 
+async def access_log_ms(n: int, path: Path) -> float:
+    """One access line as `strata serve` writes it (JSON, secrets redacted) to a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    access = logging.Logger("uvicorn.access")
+    with path.open("w") as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(JsonFormatter())
+        handler.addFilter(RedactSecrets(["a-configured-secret"]))
+        access.addHandler(handler)
+
+        async def line(i: int) -> None:
+            access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:50000", "GET",
+                        "/v1/jobs/0b9c6a8e-4b8a-4d0e-9d55-2a3c1f1e9a01", "1.1", 200)
+
+        return await cpu_ms(n, line)
+
+
 async def measure(backend: str, url: str, folder: Path, n: int) -> dict[str, Any]:
     settings = Settings(_env_file=None, database_url=url,  # type: ignore[call-arg]
                         landing_dir=folder / "landing", warehouse_dir=folder / "warehouse",
                         host="127.0.0.1", port=1)
     app = create_app(settings)
 
-    async def same_dependencies(job_id: str, caller: Caller, jobs: Jobs) -> Response:
+    async def same_dependencies(job_id: str, caller: Caller, request: Request) -> Response:
+        services_of(request.app).jobs  # noqa: B018 - as the job GET finds its service
         return Response(b"{}", media_type="application/json")
 
     app.add_api_route("/bench/dependencies/{job_id}", same_dependencies, methods=["GET"])
@@ -107,11 +133,14 @@ async def measure(backend: str, url: str, folder: Path, n: int) -> dict[str, Any
     out["job_get"] = await cpu_ms(n, lambda i: ok(f"/v1/jobs/{ids[i % 20]}"))
     out["dependencies"] = await cpu_ms(n, lambda i: ok(f"/bench/dependencies/{ids[i % 20]}"))
     out["service_read"] = await cpu_ms(n, lambda i: jobs.read(None, ids[i % 20]))
+    pooled = replace(jobs, job_reader=None)
+    out["pooled_read"] = await cpu_ms(n, lambda i: pooled.read(None, ids[i % 20]))
 
     async def document(i: int) -> None:
         job_response(rows[i % 20])
 
     out["document"] = await cpu_ms(n, document)
+    out["access_log"] = await access_log_ms(n, folder / "access.log")
     sql = "SELECT * FROM jobs WHERE id = {}"
     if backend == "postgres":
         conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
@@ -131,6 +160,8 @@ async def measure(backend: str, url: str, folder: Path, n: int) -> dict[str, Any
             plain.close()
     for engine in (jobs.reader, jobs.sessions.kw["bind"]):
         await engine.dispose()
+    if jobs.job_reader is not None:
+        await jobs.job_reader.close()
     return out
 
 

@@ -15,6 +15,7 @@ from app.domain.parameters import TypedValue
 from app.domain.params import JobParams
 from app.domain.states import JobStatus
 from app.store.documents import job_document
+from app.store.job_reader import StoredJob
 from app.store.jobs import JobRow
 from app.store.landing import LandedFile
 from app.store.models import Job, JobEvent
@@ -115,7 +116,7 @@ class JsonDocument(Response):
         return to_json(content, inf_nan_mode="null")
 
 
-def job_response(job: Job | JobRow, status_code: int = 200,
+def job_response(job: Job | JobRow | StoredJob, status_code: int = 200,
                  headers: dict[str, str] | None = None) -> JsonDocument:
     return JsonDocument(job_document(job), status_code=status_code, headers=headers)
 

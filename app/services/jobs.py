@@ -34,6 +34,7 @@ from app.store import inputs as input_store
 from app.store import jobs as store
 from app.store import layers
 from app.store.db import read_retrying, transaction
+from app.store.job_reader import JobReader, ReadUnavailable, StoredJob
 from app.store.models import Job, JobEvent
 from app.store.notify import notify
 from app.store.types import utcnow
@@ -95,6 +96,8 @@ class JobService:
     metrics: Metrics = field(default_factory=Metrics)
     reader: AsyncEngine | None = None
     """The pool of the hot reads (`create_read_engine`); the sessions' engine when None."""
+    job_reader: JobReader | None = None
+    """The job GET's read on the bare driver (`create_job_reader`); the read pool when None."""
     warehouse_dir: Path | None = None
     """Where the layers are written; needed only to serve output."""
     _rates: dict[str, AsyncLimiter] = field(default_factory=dict)
@@ -189,8 +192,17 @@ class JobService:
         assert isinstance(engine, AsyncEngine)
         return engine
 
-    async def read(self, owner: str | None, job_id: str) -> store.JobRow:
+    async def read(self, owner: str | None, job_id: str) -> StoredJob | store.JobRow:
         """The job for display only (no ORM object: cheaper, and nothing to save)."""
+        if self.job_reader is not None:
+            try:
+                found = await self.job_reader.read(job_id, owner)
+            except ReadUnavailable:
+                pass
+            else:
+                if found is None:
+                    raise JobNotFound(job_id)
+                return found
         row = await read_retrying(self._reader.connect,
                                   lambda conn: store.read_job(conn, job_id, owner))
         if row is None:

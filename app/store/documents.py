@@ -14,12 +14,13 @@ from app.domain.fsm import allowed_actions
 from app.store.models import Job
 
 if TYPE_CHECKING:  # store.jobs writes events through the outbox, which renders documents
+    from app.store.job_reader import StoredJob
     from app.store.jobs import JobRow
 
 _CONDITIONS: TypeAdapter[list[Condition]] = TypeAdapter(list[Condition])
 
 
-def job_document(job: Job | JobRow) -> dict[str, Any]:
+def job_document(job: Job | JobRow | StoredJob) -> dict[str, Any]:
     """A `JobPublic` document straight from the stored job, for the hot read paths.
 
     The params were validated into `JobParams` and dumped when the job was written, so reading

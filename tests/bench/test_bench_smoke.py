@@ -136,8 +136,10 @@ async def test_api_compares_the_job_endpoints_with_healthz(
     for summary in backend["summary"].values():
         assert summary["requests"] >= 1 and summary["errors"] == 0
     assert _is_number(backend["ratios"]["get/healthz rps"])
+    assert backend["summary"]["get_job"]["log_bytes_per_req"] > 0  # the access log stays on
     (cost,) = result["request_cost"]
-    layers = ("healthz", "job_get", "dependencies", "service_read", "document", "driver_floor")
+    layers = ("healthz", "job_get", "dependencies", "service_read", "pooled_read", "document",
+              "access_log", "driver_floor")
     assert all(_is_number(cost[layer]) and cost[layer] > 0 for layer in layers)
     _renders(report.api_section(result), "## 4.")
 
