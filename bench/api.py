@@ -50,6 +50,7 @@ from bench.common import (
     median,
     poll,
     ratio,
+    reachable_backends,
     run_timed,
     running,
     service_env,
@@ -245,15 +246,7 @@ async def run(cfg: ApiConfig) -> dict[str, Any]:
     tool = cfg.tool
     if tool == "auto":
         tool = "wrk" if shutil.which("wrk") else "loadgen"
-    backends = list(cfg.backends)
-    skipped = {}
-    if "postgres" in backends:
-        from bench.common import pg_available
-
-        ok, why = await pg_available()
-        if not ok:
-            backends.remove("postgres")
-            skipped["postgres"] = why
+    backends, skipped = await reachable_backends(list(cfg.backends))
     databases = Databases((cfg.root or bench_dir() / "api") / "template")
     results = []
     try:

@@ -357,6 +357,16 @@ async def pg_available() -> tuple[bool, str]:
     return True, version
 
 
+async def reachable_backends(backends: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The backends a benchmark can run on here, and why any was skipped."""
+    if "postgres" not in backends:
+        return list(backends), {}
+    ok, why = await pg_available()
+    if ok:
+        return list(backends), {}
+    return [b for b in backends if b != "postgres"], {"postgres": why}
+
+
 class Databases:
     """Fresh migrated databases: a SQLite file per run, or a PostgreSQL database per run (copied
     from a template migrated once), all dropped at `close()`."""

@@ -61,6 +61,7 @@ from bench.common import (
     pg_admin_dsn,
     quantile,
     ratio,
+    reachable_backends,
     running,
     service_env,
     tiny_job,
@@ -390,15 +391,7 @@ async def run_backend(cfg: ScaleConfig, backend: str, databases: Databases) -> d
 
 
 async def run(cfg: ScaleConfig) -> dict[str, Any]:
-    backends = list(cfg.backends)
-    skipped = {}
-    if "postgres" in backends:
-        from bench.common import pg_available
-
-        ok, why = await pg_available()
-        if not ok:
-            backends.remove("postgres")
-            skipped["postgres"] = why
+    backends, skipped = await reachable_backends(list(cfg.backends))
     databases = Databases((cfg.root or bench_dir() / "scale") / "template")
     results = []
     try:
