@@ -400,7 +400,7 @@ def render(results: dict[str, Any]) -> str:
     lines += targets_section(results)
     for key, section in (("data_path", data_section), ("stage_hop", hop_section),
                          ("throughput", throughput_section), ("api", api_section),
-                         ("incremental", incremental_section)):
+                         ("incremental", incremental_section), ("scale", scale_section)):
         if key in results:
             lines += section(results[key])
     lines += [END]
