@@ -309,7 +309,11 @@ class StageDriver:
             return await self._create_failed(await self._commit(job, events), following, exc)
         job = self._executor_up(job, now)
         job.results = {**job.results, "batch": self._batch_of(created)}
-        job = await self._commit(job, events)
+        try:
+            job = await self._commit(job, events)
+        except ConcurrentUpdate:
+            await self._drop_if_stopped(job.id, created)
+            raise
         bind(stage=following.value, task_id=created.task_id)
         self._fresh[job.id] = created
         return job
@@ -374,12 +378,24 @@ class StageDriver:
 
     async def _cancel_running_task(self, job: Job) -> None:
         task_id = (job.results.get("batch") or {}).get("task_id")
-        if not task_id:
-            return
+        if task_id:
+            await self._cancel_quietly(job.id, str(task_id))
+
+    async def _cancel_quietly(self, job_id: str, task_id: str) -> None:
         try:
-            await self.batch.cancel_task(str(task_id))
+            await self.batch.cancel_task(task_id)
         except Exception as exc:
-            log.warning("job %s: could not cancel task %s: %s", job.id, task_id, exc)
+            log.warning("job %s: could not cancel task %s: %s", job_id, task_id, exc)
+
+    async def _drop_if_stopped(self, job_id: str, task: TaskPublic) -> None:
+        """The job changed while its next stage's task was being created. If a user stopped or
+        deleted it, nothing will ever look at that task: cancel it rather than let it run
+        unseen. Any other change leaves it, and the next advance replays its key and takes it."""
+        async with self.sessions() as session:
+            current = await store.get_job(session, job_id, None)
+        if current is not None and current.status in RUNNABLE_STATUSES:
+            return
+        await self._cancel_quietly(job_id, task.task_id)
 
     async def _executor_down(self, job: Job, exc: Exception) -> Job:
         now = self.clock()

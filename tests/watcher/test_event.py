@@ -3,6 +3,7 @@ against the in-memory BatchManager with an injected clock: no engine, no network
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from aiolimiter import AsyncLimiter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.batch.testing import InMemoryBatchManager
-from app.contract.tasks import TaskCreate
+from app.contract.tasks import TaskCreate, TaskPublic
 from app.domain import conditions as cond
 from app.domain import layout
 from app.domain.params import JobParams, Source
@@ -273,3 +274,52 @@ async def test_a_hop_replayed_after_a_crash_records_the_task_its_first_try_creat
 
     assert job.status == Stage.ODS_TO_DWD and rig.task_of(job) == before.task_id
     assert len(rig.executor.tasks) == 2
+
+
+class ChangedAtCreate(InMemoryBatchManager):
+    """An executor during whose first create of `stage`'s task a user changes the job."""
+
+    def __init__(self, rig: Rig, stage: Stage, change: Callable[[str], Awaitable[Any]]) -> None:
+        super().__init__(clock=rig.clock)
+        self.stage, self.change, self.changed = stage, change, False
+
+    async def create_task(self, task: TaskCreate) -> TaskPublic:
+        created = await super().create_task(task)
+        if task.stage == self.stage and not self.changed:
+            self.changed = True
+            await self.change(task.job_id)
+        return created
+
+
+async def test_a_cancel_that_lands_while_the_next_task_is_created_cancels_that_task(
+    rig: Rig,
+) -> None:
+    rig.executor = ChangedAtCreate(rig, Stage.ODS_TO_DWD,
+                                   lambda job_id: rig.service.act("local", job_id, "cancel"))
+    rig.driver.batch = rig.executor
+    job = await rig.advance(await rig.create())
+    rig.executor.complete(rig.task_of(job))
+
+    assert await rig.driver.advance(job) is None  # the user's cancel won the write
+
+    following = rig.executor.keys[f"{job.id}:ODSToDWD:1"]
+    assert (await rig.service.get("local", job.id)).status == JobStatus.CANCELLED
+    assert following in rig.executor.cancelled  # nothing will look at it: it must not run
+
+
+async def test_a_harmless_change_while_the_next_task_is_created_keeps_that_task(
+    rig: Rig,
+) -> None:
+    rig.executor = ChangedAtCreate(
+        rig, Stage.ODS_TO_DWD,
+        lambda job_id: rig.service.update("local", job_id, {"description": "renamed"}))
+    rig.driver.batch = rig.executor
+    job = await rig.advance(await rig.create())
+    rig.executor.complete(rig.task_of(job))
+
+    assert await rig.driver.advance(job) is None  # the rename won the write
+    job = await rig.advance(await rig.service.get("local", job.id))
+
+    following = rig.executor.keys[f"{job.id}:ODSToDWD:1"]
+    assert job.status == Stage.ODS_TO_DWD and rig.task_of(job) == following
+    assert rig.executor.cancelled == []
