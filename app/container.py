@@ -37,11 +37,11 @@ from app.services.inputs import InputClaimer
 from app.services.jobs import JobService
 from app.services.pipelines import PipelineService
 from app.settings import Settings
-from app.store.db import create_engine, create_read_engine, session_factory
+from app.store.db import asyncpg_dsn, create_engine, create_read_engine, session_factory
 from app.store.job_reader import create_job_reader
 from app.store.jobs import count_by_status
 from app.store.liveness import check_liveness_locally
-from app.store.notify import WakeListener, asyncpg_dsn
+from app.store.notify import WakeListener
 from app.watcher.event import StageDriver
 from app.watcher.scheduler import Scheduler, landing_has_input
 from app.watcher.watcher import Watcher

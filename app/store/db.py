@@ -21,6 +21,15 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def asyncpg_dsn(database_url: str) -> str | None:
+    """The URL as asyncpg itself takes it (for connections outside SQLAlchemy); None if not
+    PostgreSQL."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        return None
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """Create the engine; on SQLite turn on WAL, foreign keys and a busy timeout."""
     if is_sqlite(url):

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, Protocol, overload
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from app.store.db import is_sqlite
+from app.store.db import asyncpg_dsn, is_sqlite
 
 
 class StoredJob(NamedTuple):
@@ -218,13 +218,11 @@ class SqliteJobReader:
 
 def create_job_reader(database_url: str) -> JobReader | None:
     """The fast reader for this database, or None where there is none (in-memory SQLite)."""
-    url = make_url(database_url)
     if is_sqlite(database_url):
+        url = make_url(database_url)
         path = url.database
         if not path or path == ":memory:" or url.query.get("mode") == "memory":
             return None
         return SqliteJobReader(path)
-    if url.get_backend_name() == "postgresql":
-        return PostgresJobReader(url.set(drivername="postgresql").render_as_string(
-            hide_password=False))
-    return None
+    dsn = asyncpg_dsn(database_url)
+    return PostgresJobReader(dsn) if dsn else None

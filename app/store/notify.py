@@ -16,7 +16,6 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 WAKE_CHANNEL = "strata_wakeup"
@@ -40,13 +39,6 @@ def parse_payload(payload: str) -> tuple[str | None, str | None]:
     if not mark:
         return None, payload or None
     return origin, what or None
-
-
-def asyncpg_dsn(database_url: str) -> str | None:
-    url = make_url(database_url)
-    if url.get_backend_name() != "postgresql":
-        return None
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class WakeListener:

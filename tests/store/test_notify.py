@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.store.db import transaction
-from app.store.notify import ORIGIN, WakeListener, asyncpg_dsn, notify, parse_payload
+from app.store.db import asyncpg_dsn, transaction
+from app.store.notify import ORIGIN, WakeListener, notify, parse_payload
 from tests.waiting import wait_for
 
 
