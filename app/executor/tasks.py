@@ -15,9 +15,9 @@ import uuid
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
@@ -29,10 +29,6 @@ from app.store.notify import notify
 from app.store.types import utcnow
 
 _ACTIVE = sorted(ACTIVE_STATUSES)
-
-
-def _rowcount(result: Any) -> int:
-    return cast(CursorResult[Any], result).rowcount
 
 
 def _claimable(runner: str, now: datetime) -> Any:
