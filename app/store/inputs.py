@@ -53,12 +53,6 @@ async def latest_records(session: AsyncSession, owner: str,
     return found
 
 
-async def list_landed(session: AsyncSession, owner: str) -> list[LandedFileRecord]:
-    query = (select(LandedFileRecord).where(col(LandedFileRecord.owner) == owner)
-             .order_by(col(LandedFileRecord.id)))
-    return list((await session.execute(query)).scalars().all())
-
-
 async def claimed_keys(session: AsyncSession, pipeline_id: str,
                        keys: Sequence[FileKey]) -> set[FileKey]:
     """Which of these files a run of the pipeline holds or consumed."""
