@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,6 +22,13 @@ DICTIONARY_PAGE_BYTES = 64 << 10
 strings (ids, timestamps) then fall back to plain encoding early, which writes faster and
 smaller files than pyarrow's 1 MiB default; low-cardinality columns keep their dictionary."""
 QUEUE_DEPTH = 1
+LAYER_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "compression_level": 1,
+    "store_decimal_as_integer": True,  # INT32/INT64 as DuckDB writes decimals
+    "store_schema": False,
+}
+"""How pyarrow writes a layer so that it reads back as DuckDB's COPY would have written it."""
 """Batches waiting per writer thread: bounds memory."""
 
 
@@ -142,12 +150,5 @@ class _Writer:
                 writer.close()
 
     def _open(self) -> pq.ParquetWriter:
-        return pq.ParquetWriter(
-            self.path,
-            self.schema,
-            compression="zstd",
-            compression_level=1,
-            dictionary_pagesize_limit=DICTIONARY_PAGE_BYTES,
-            store_decimal_as_integer=True,  # INT32/INT64 as DuckDB writes decimals
-            store_schema=False,
-        )
+        return pq.ParquetWriter(self.path, self.schema, **LAYER_OPTIONS,
+                                dictionary_pagesize_limit=DICTIONARY_PAGE_BYTES)

@@ -45,13 +45,13 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 from duckdb.sqltypes import DuckDBPyType
 
+from app.executor.engine.arrow_parquet import LAYER_OPTIONS
 from app.executor.engine.base import SandboxViolation
 from app.executor.engine.sandbox import lock_connection, open_connection
 
@@ -139,17 +139,11 @@ def write_result(
                 raise FreshDatabaseNeeded("the result is too large for the shared database")
             batches.append(batch)
     table = pa.Table.from_batches(batches, schema=reader.schema)
-    options: dict[str, Any] = {
-        "compression": "zstd",
-        "compression_level": 1,
-        "store_schema": False,
-        "store_decimal_as_integer": True,
-    }
     if table.num_rows == 0:  # DuckDB writes no row group for no rows
-        with pq.ParquetWriter(path, table.schema, **options):
+        with pq.ParquetWriter(path, table.schema, **LAYER_OPTIONS):
             pass
     else:
-        pq.write_table(table, path, row_group_size=max(1, batch_size), **options)
+        pq.write_table(table, path, row_group_size=max(1, batch_size), **LAYER_OPTIONS)
     return table.num_rows
 
 
