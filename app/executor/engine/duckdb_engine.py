@@ -57,8 +57,9 @@ import datetime as dt
 import logging
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -429,15 +430,10 @@ class _StageRun:
         write its rows with a NULL reason to the layer, the others to the rejects (with the reason
         as `_reject_reason`), with pyarrow's writer on every engine thread; unordered layers only.
         Returns (rows, rejects)."""
-        self.cancel.raise_if_cancelled()
-        values = bind(con, select, "SELECT", self.ctx.parameters)
         request = self.ctx.request
         rows = rejects = 0
-        monitor.running = True
-        try:
-            reader = con.sql(select, params=values or None).to_arrow_reader(
-                request.params.batch_size
-            )
+        with self._watched(con, monitor, select, "SELECT") as values:
+            reader = con.sql(select, params=values).to_arrow_reader(request.params.batch_size)
             at = reader.schema.get_field_index("__strata_reason")
             layer_schema = reader.schema.remove(at)
             out = ParquetSink(
@@ -474,19 +470,25 @@ class _StageRun:
                 out.abort()
                 if bad is not None:
                     bad.abort()
-        finally:
-            monitor.running = False
-            monitor.finish_band()
         return rows, rejects
 
     def _run(
         self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, sql: str, kind: str
     ) -> duckdb.DuckDBPyConnection:
+        with self._watched(con, monitor, sql, kind) as values:
+            return con.execute(sql, values)
+
+    @contextlib.contextmanager
+    def _watched(
+        self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, sql: str, kind: str
+    ) -> Iterator[dict[str, Any] | None]:
+        """One statement's run: refused once cancelled, its parameters' values bound (None:
+        none), and followed by the monitor until it ends."""
         self.cancel.raise_if_cancelled()
         values = bind(con, sql, kind, self.ctx.parameters)
         monitor.running = True
         try:
-            return con.execute(sql, values or None)
+            yield values or None
         finally:
             monitor.running = False
             monitor.finish_band()
@@ -602,23 +604,19 @@ class _SharedStageRun(_StageRun):
     def _write(
         self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, select: str, folder: Path
     ) -> int:
-        self.cancel.raise_if_cancelled()
-        values = bind(con, select, "SELECT", self.ctx.parameters)
-        monitor.running = True
-        try:  # a relation streams its rows into the writer as they are computed
-            return write_result(
-                con.sql(select, params=values or None),
-                folder / "data_0.parquet",
-                batch_size=self.ctx.request.params.batch_size,
-                max_bytes=MAX_RESULT_BYTES,
-            )
+        try:
+            with self._watched(con, monitor, select, "SELECT") as values:
+                # a relation streams its rows into the writer as they are computed
+                return write_result(
+                    con.sql(select, params=values),
+                    folder / "data_0.parquet",
+                    batch_size=self.ctx.request.params.batch_size,
+                    max_bytes=MAX_RESULT_BYTES,
+                )
         except duckdb.OutOfMemoryException:
             if self.cancel.cancelled:
                 raise
             raise FreshDatabaseNeeded("out of memory on the shared database") from None
-        finally:
-            monitor.running = False
-            monitor.finish_band()
 
     def _run(
         self, con: duckdb.DuckDBPyConnection, monitor: _Monitor, sql: str, kind: str
