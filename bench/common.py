@@ -163,6 +163,26 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core spent busy since boot (all of /proc/stat's first line but idle and
+    iowait): what the whole machine did, PostgreSQL and the benchmark's own clients included."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return math.nan
+    values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(values) - values[3] - values[4]) / CLK_TCK
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of the local PostgreSQL server: its postmaster and every backend, live or
+    reaped; NaN when its pid file cannot be read."""
+    for pid_file in sorted(Path("/var/run/postgresql").glob("*.pid")):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return tree_cpu(int(pid_file.read_text().split()[0]))
+    return math.nan
+
+
 def descendants(pid: int) -> list[int]:
     found: list[int] = []
     todo = [pid]

@@ -64,8 +64,10 @@ from bench.common import (
     free_port,
     land_tiny,
     loadavg,
+    machine_busy_seconds,
     median,
     poll,
+    postgres_cpu,
     running,
     service_env,
     spread,
@@ -190,7 +192,7 @@ async def _end_to_end(cfg: ThroughputConfig, n: int, service: Service, db: Async
                             cfg.timeout + 120)
         await asyncio.sleep(1.0)  # the probe is connected and sending
         load_before = loadavg()
-        cpu0 = cpu_now()
+        cpu0, pg0, machine0 = cpu_now(), postgres_cpu(), machine_busy_seconds()
         profile = (Profile(service.pid, bench_dir() / "profiles" / "throughput-e2e.txt",
                            native=False, gil=True, rate=100)
                    if cfg.profile and n == cfg.runs - 1 and executor is None else None)
@@ -214,6 +216,7 @@ async def _end_to_end(cfg: ThroughputConfig, n: int, service: Service, db: Async
             timed_out = True
         wall = time.perf_counter() - started
         cpu = cpu_now() - cpu0
+        pg_cpu, machine_cpu = postgres_cpu() - pg0, machine_busy_seconds() - machine0
         load_after = loadavg()
         if profile is not None:
             await asyncio.to_thread(profile.stop)
@@ -236,6 +239,9 @@ async def _end_to_end(cfg: ThroughputConfig, n: int, service: Service, db: Async
         "jobs_per_s": succeeded / span if span else math.nan,
         "service_cpu": cpu, "service_cpu_ms_per_job": cpu * 1000 / max(succeeded, 1),
         "service_cpu_share": cpu / wall if wall else math.nan, "probe": probe_result,
+        "postgres_cpu_ms_per_job": pg_cpu * 1000 / max(succeeded, 1),
+        "machine_cpu_ms_per_job": machine_cpu * 1000 / max(succeeded, 1),
+        "machine_cpu_share": machine_cpu / wall if wall else math.nan,
         "load_before": load_before, "load_after": load_after, "jobs_in_db": int(count),
     }
 
@@ -395,6 +401,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "jobs_per_s": spread([r["jobs_per_s"] for r in runs]),
         "service_cpu_ms_per_job": median(r["service_cpu_ms_per_job"] for r in runs),
         "service_cpu_share": median(r["service_cpu_share"] for r in runs),
+        "postgres_cpu_ms_per_job": median(r.get("postgres_cpu_ms_per_job", math.nan)
+                                          for r in runs),
+        "machine_cpu_ms_per_job": median(r.get("machine_cpu_ms_per_job", math.nan)
+                                         for r in runs),
         "submit_seconds": median(r["submit_seconds"] for r in runs),
         "probe_p50_ms": median(p.get("p50_ms", math.nan) for p in probes),
         "probe_p99_ms": median(p.get("p99_ms", math.nan) for p in probes),
