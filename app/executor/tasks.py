@@ -25,7 +25,7 @@ from sqlmodel import col
 from app.contract.tasks import ACTIVE_STATUSES, TaskCreate, TaskStatus
 from app.store.db import read_retrying, transaction
 from app.store.models import ExecutorTask
-from app.store.notify import notify
+from app.store.notify import notify_column
 from app.store.types import utcnow
 
 _ACTIVE = sorted(ACTIVE_STATUSES)
@@ -190,8 +190,8 @@ class TaskStore:
         """Which of `task_ids` `runner` still holds (not cancelled, not taken over)."""
         if not task_ids:
             return set()
-        async with self.sessions() as session:
-            return await self._held(session, task_ids, runner)
+        # a plain read: on the autocommit pool, one round trip instead of BEGIN, it, ROLLBACK
+        return await read_retrying(self.reads, lambda s: self._held(s, task_ids, runner))
 
     @staticmethod
     async def _held(session: AsyncSession, task_ids: Collection[str], runner: str) -> set[str]:
@@ -245,17 +245,17 @@ class TaskStore:
             update(ExecutorTask)
             .where(col(ExecutorTask.id) == task_id, _held_by(runner))
             .values(**values)
-            .returning(ExecutorTask)
             .execution_options(synchronize_session=False, populate_existing=True)
         )
 
         async def write(session: AsyncSession) -> ExecutorTask | None:
             # one atomic statement; a retry after a lost answer finds the task no longer held
-            # and reports it not written, which costs its job a poll, never a second end
-            written = (await session.execute(finish)).scalars().first()
-            if written is not None:  # the wake-up goes out once the row is there
-                await notify(session, written.job_id)  # for the watchers of other processes
-            return written
+            # and reports it not written, which costs its job a poll, never a second end.
+            # On PostgreSQL the same statement wakes the watchers of other processes.
+            wake = session.get_bind().dialect.name == "postgresql"
+            returning = (ExecutorTask, notify_column(col(ExecutorTask.job_id))) if wake else (
+                ExecutorTask,)
+            return (await session.execute(finish.returning(*returning))).scalars().first()
 
         return await read_retrying(self._single, write)
 
@@ -305,8 +305,12 @@ class TaskStore:
         )
         if exclude:
             query = query.where(col(ExecutorTask.id).not_in(list(exclude)))
-        async with self.sessions() as session:
+
+        async def read(session: AsyncSession) -> list[str]:
             return list((await session.execute(query)).scalars().all())
+
+        # a sweep runs whenever a worker frees up: one round trip on the autocommit pool
+        return await read_retrying(self.reads, read)
 
     async def running_stages(self, now: datetime | None = None) -> set[tuple[str, str]]:
         """(job id, stage) of every task some runner holds now (processing, lease not lapsed)."""
