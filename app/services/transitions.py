@@ -70,9 +70,9 @@ def fire(job: Job, event: str, now: datetime, message: str = "", **kwargs: Any) 
 
 async def save(session: AsyncSession, job: Job, events: list[JobEvent]) -> Job:
     """Write the detached `job` (version-guarded) and its event rows in this transaction."""
-    await store.save_job(session, job, job.version)
+    hooks = await store.save_job(session, job, job.version)
     if events:
-        await store.add_events(session, events)
+        await store.add_events(session, events, hooks=hooks)
         await inputs.on_transition(session, job, events)
     return job
 

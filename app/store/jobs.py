@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
-    CursorResult,
     Row,
     Select,
+    exists,
     func,
+    insert,
     literal_column,
     or_,
     select,
@@ -23,7 +24,7 @@ from sqlmodel import col
 from app.domain.errors import ConcurrentUpdate
 from app.domain.states import RUNNABLE_STATUSES
 from app.store import webhooks
-from app.store.models import UNFINISHED_SQL, Job, JobCount, JobEvent
+from app.store.models import UNFINISHED_SQL, Job, JobCount, JobEvent, Webhook
 
 # Columns the version guard protects; the lease columns are the claim's business, not the job's.
 _STATE_COLUMNS = (
@@ -42,6 +43,9 @@ JobRow = Row[Any]
 """A job read for display only: the same attributes as `Job`, without the ORM's bookkeeping."""
 
 _JOBS = Job.__table__  # type: ignore[attr-defined]
+_EVENTS = JobEvent.__table__  # type: ignore[attr-defined]
+_WEBHOOKS = Webhook.__table__  # type: ignore[attr-defined]
+_EVENT_COLUMNS = ("job_id", "event", "from_status", "to_status", "attempt", "message", "at")
 
 
 async def read_job(conn: AsyncConnection, job_id: str, owner: str | None = None) -> JobRow | None:
@@ -116,28 +120,40 @@ async def list_jobs(
     return int(total), list(page)
 
 
-async def save_job(session: AsyncSession, job: Job, expected_version: int) -> Job:
-    """Write the job's state if nobody changed it since `expected_version`; bump the version."""
+async def save_job(session: AsyncSession, job: Job, expected_version: int) -> bool:
+    """Write the job's state if nobody changed it since `expected_version`; bump the version.
+
+    Returns whether the job's owner has a webhook, read by the same statement: a transition
+    then needs the outbox lookup (`add_events(hooks=...)`), and most owners have none.
+    """
     values = {column: getattr(job, column) for column in _STATE_COLUMNS}
-    result = await session.execute(
-        update(Job)
-        .where(col(Job.id) == job.id, col(Job.version) == expected_version)
+    conn = await session.connection()  # Core: the ORM's bulk-update bookkeeping is not needed
+    row = (await conn.execute(
+        update(_JOBS)
+        .where(_JOBS.c.id == job.id, _JOBS.c.version == expected_version)
         .values(**values, version=expected_version + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if cast(CursorResult[Any], result).rowcount != 1:
+        .returning(exists().where(_WEBHOOKS.c.owner == _JOBS.c.owner))
+    )).first()
+    if row is None:
         raise ConcurrentUpdate(job.id)
     job.version = expected_version + 1
-    return job
+    return bool(row[0])
 
 
-async def add_events(session: AsyncSession, events: Iterable[JobEvent]) -> None:
+async def add_events(
+    session: AsyncSession, events: Iterable[JobEvent], *, hooks: bool = True
+) -> None:
     """Store a change's event rows, and in the same transaction the webhook messages they
-    report (the outbox): every transition passes here, whatever caused it."""
+    report (the outbox): every transition passes here, whatever caused it. `hooks=False`: the
+    caller knows the owner has no webhook (`save_job` said so), so there is nothing to queue."""
     rows = list(events)
-    session.add_all(rows)
-    await session.flush()
-    await webhooks.enqueue_for_events(session, rows)
+    if rows:  # Core: the rows' generated ids are never read back
+        conn = await session.connection()
+        await conn.execute(insert(_EVENTS), [
+            {column: getattr(event, column) for column in _EVENT_COLUMNS} for event in rows
+        ])
+    if hooks:
+        await webhooks.enqueue_for_events(session, rows)
 
 
 async def list_events(session: AsyncSession, job_id: str) -> list[JobEvent]:
