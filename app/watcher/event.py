@@ -130,7 +130,10 @@ class StageDriver:
         now = self.clock()
         events = fire(job, "start", now)
         job.started_at = job.stage_started_at = now
-        return await self._commit(job, events)
+        first = stage_of(job.status)
+        if first is None or job.suspend:
+            return await self._commit(job, events)
+        return await self._commit_with_task(job, events, first, now)
 
     async def _run_stage(self, job: Job, stage: Stage, *, may_wait: bool = False) -> Job:
         now = self.clock()
@@ -299,14 +302,21 @@ class StageDriver:
             return await self._commit(job, events + await self._completion(job, now))
         if following is None or job.suspend or timeout_reason(job, params_of(job), now):
             return await self._commit(job, events)
-        # The next stage's task is created before the transition commits, and its id is saved
-        # with it: one transaction per hop instead of two, and the next stage starts without
-        # waiting for a commit. A crash in between re-sends the same idempotency key, so the
-        # executor answers with the task it already has.
+        return await self._commit_with_task(job, events, following, now)
+
+    async def _commit_with_task(
+        self, job: Job, events: list[JobEvent], stage: Stage, now: datetime
+    ) -> Job:
+        """Commit a transition into `stage` together with the id of that stage's new task.
+
+        The task is created before the transition commits: one transaction per hop instead of
+        two, and the stage starts without waiting for a commit. A crash in between re-sends the
+        same idempotency key, so the executor answers with the task it already has.
+        """
         try:
-            created = await self._create_task(job, following)
+            created = await self._create_task(job, stage)
         except (TaskRejected, ExecutorUnavailable) as exc:
-            return await self._create_failed(await self._commit(job, events), following, exc)
+            return await self._create_failed(await self._commit(job, events), stage, exc)
         job = self._executor_up(job, now)
         job.results = {**job.results, "batch": self._batch_of(created)}
         try:
@@ -314,7 +324,7 @@ class StageDriver:
         except ConcurrentUpdate:
             await self._drop_if_stopped(job.id, created)
             raise
-        bind(stage=following.value, task_id=created.task_id)
+        bind(stage=stage.value, task_id=created.task_id)
         self._fresh[job.id] = created
         return job
 

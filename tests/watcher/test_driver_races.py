@@ -9,6 +9,7 @@ from aiolimiter import AsyncLimiter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.batch.client import BatchClient
+from app.batch.testing import InMemoryBatchManager
 from app.domain.params import JobParams, Source
 from app.services.jobs import JobService, NewJob
 from app.store import jobs as store
@@ -30,12 +31,18 @@ async def test_a_job_cancelled_after_its_claim_is_left_alone(
         [claimed] = await store.claim_runnable(session, owner="w", now=utcnow(),
                                                lease_seconds=30, limit=10)
     await service.act(None, job.id, "cancel")
+    executor = InMemoryBatchManager()
+    driver = StageDriver(sessions, executor, AsyncLimiter(100, 1), tmp_path)
+    stale = claimed  # still says Pending
+    assert await driver.advance(stale) is None  # its write loses to the cancel
+    # the start creates the first stage's task before its commit; once the commit loses to
+    # the cancel, that task is cancelled too: nothing would ever look at it
+    assert list(executor.keys) == [f"{job.id}:LandingToODS:1"]
+    assert executor.cancelled == list(executor.keys.values())
+    claimed.status = "Cancelled"  # as a claim that read the row after the cancel sees it
     async with httpx.AsyncClient(transport=httpx.MockTransport(refuse),
                                  base_url="http://executor") as http:
         driver = StageDriver(sessions, BatchClient(http), AsyncLimiter(100, 1), tmp_path)
-        stale = claimed  # still says Pending
-        assert await driver.advance(stale) is None  # its write loses to the cancel
-        claimed.status = "Cancelled"  # as a claim that read the row after the cancel sees it
         assert (await driver.advance(claimed)).status == "Cancelled"
     assert (await service.get(None, job.id)).status == "Cancelled"
     events = [e.event for e in await service.events(None, job.id)]
