@@ -113,7 +113,7 @@ class JobService:
             existing = await self._replay(owner, idempotency_key, digest)
             if existing is not None:
                 return existing, False
-        await self._check_limits(owner)
+        await self.charge_create_rate(owner)
         now = self.clock()
         job = Job(
             id=str(uuid.uuid4()), name=new.name, description=new.description, owner=owner,
@@ -127,6 +127,7 @@ class JobService:
                          to_status=JobStatus.PENDING.value, attempt=1, message="", at=now)
         try:
             async with transaction(self.sessions) as session:
+                await self._check_in_flight(session, owner)
                 if new.claim is not None:
                     await new.claim(session, job)
                 await store.insert_job(session, job, event)
@@ -143,10 +144,6 @@ class JobService:
         self.wake(job.id)
         return job, True
 
-    async def _check_limits(self, owner: str) -> None:
-        await self.charge_create_rate(owner)
-        await self._check_in_flight(owner)
-
     async def charge_create_rate(self, owner: str) -> None:
         """Take one create from the owner's per-minute rate (dry runs share it), or 429."""
         if self.creates_per_minute is not None:
@@ -157,16 +154,16 @@ class JobService:
                     retry_after=max(1, round(60 / self.creates_per_minute)))
             await limiter.acquire()
 
-    async def _check_in_flight(self, owner: str) -> None:
+    async def _check_in_flight(self, session: AsyncSession, owner: str) -> None:
         """429 once the owner has `max_in_flight` jobs not yet stopped.
 
-        Checked before the create's transaction, as a read: requests racing past the check
-        together may each insert, so under concurrency the limit can be exceeded by the creates
-        in flight at that moment, never by more; sequential creates see it exactly.
+        Read as the first statement of the create's transaction (no transaction of its own):
+        requests racing past the check together may each insert, so under concurrency the limit
+        can be exceeded by the creates in flight at that moment, never by more; sequential
+        creates see it exactly.
         """
         if self.max_in_flight is not None:
-            async with self.sessions() as session:
-                in_flight = await store.count_in_flight(session, owner, self.max_in_flight)
+            in_flight = await store.count_in_flight(session, owner, self.max_in_flight)
             if in_flight >= self.max_in_flight:
                 raise TooManyRequests(
                     f"owner {owner!r} has {self.max_in_flight} jobs in flight, the limit; wait "
