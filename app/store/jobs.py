@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     Row,
     Select,
+    bindparam,
     exists,
     func,
     insert,
@@ -120,19 +121,33 @@ async def list_jobs(
     return int(total), list(page)
 
 
+def _guarded_update() -> Any:
+    """The version-guarded UPDATE of `save_job`, built once: building the statement (its
+    columns, comparisons and subquery) cost as much CPU as running it."""
+    return (
+        update(_JOBS)
+        .where(_JOBS.c.id == bindparam("p_id"), _JOBS.c.version == bindparam("p_version"))
+        .values({
+            **{name: bindparam(f"p_{name}", type_=_JOBS.c[name].type) for name in _STATE_COLUMNS},
+            "version": bindparam("p_version") + 1,
+        })
+        .returning(exists().where(_WEBHOOKS.c.owner == _JOBS.c.owner))
+    )
+
+
+_GUARDED_UPDATE = _guarded_update()
+
+
 async def save_job(session: AsyncSession, job: Job, expected_version: int) -> bool:
     """Write the job's state if nobody changed it since `expected_version`; bump the version.
 
     Returns whether the job's owner has a webhook, read by the same statement: a transition
     then needs the outbox lookup (`add_events(hooks=...)`), and most owners have none.
     """
-    values = {column: getattr(job, column) for column in _STATE_COLUMNS}
+    values = {f"p_{column}": getattr(job, column) for column in _STATE_COLUMNS}
     conn = await session.connection()  # Core: the ORM's bulk-update bookkeeping is not needed
     row = (await conn.execute(
-        update(_JOBS)
-        .where(_JOBS.c.id == job.id, _JOBS.c.version == expected_version)
-        .values(**values, version=expected_version + 1)
-        .returning(exists().where(_WEBHOOKS.c.owner == _JOBS.c.owner))
+        _GUARDED_UPDATE, {**values, "p_id": job.id, "p_version": expected_version}
     )).first()
     if row is None:
         raise ConcurrentUpdate(job.id)
