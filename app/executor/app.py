@@ -236,7 +236,8 @@ async def create_task(body: TaskCreate, service: Service, request: Request,
     """Accept one stage of one job; the same `idempotency_key` returns the same task."""
     task, created = await service.submit(body)
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    response.headers["Location"] = str(request.url_for("get_task", task_id=task.task_id))
+    # a path, as the API's own Location headers are: `url_for` walked every route per create
+    response.headers["Location"] = f"{request.scope.get('root_path', '')}/v1/tasks/{task.task_id}"
     return task
 
 

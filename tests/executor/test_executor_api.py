@@ -103,7 +103,7 @@ async def test_a_created_task_runs_to_completed_with_progress_and_cancel_then_ch
 
     assert created.status_code == 201
     task = created.json()
-    assert created.headers["location"] == f"http://executor/v1/tasks/{task['task_id']}"
+    assert created.headers["location"] == f"/v1/tasks/{task['task_id']}"
     assert task["status"] in ("created", "processing")
     assert (task["job_id"], task["stage"], task["attempt"]) == ("job-1", "LandingToODS", 1)
     done = await finished(executor, task["task_id"])
