@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -181,7 +182,7 @@ async def delete_job(session: AsyncSession, job: Job) -> None:
     await session.flush()
 
 
-def _runnable(now: datetime) -> tuple[Any, ...]:
+def _runnable(now: Any) -> tuple[Any, ...]:
     return (
         col(Job.status).in_(sorted(RUNNABLE_STATUSES)),
         col(Job.suspend).is_(False),
@@ -189,7 +190,7 @@ def _runnable(now: datetime) -> tuple[Any, ...]:
     )
 
 
-def _lease_free(owner: str, now: datetime) -> Any:
+def _lease_free(owner: Any, now: Any) -> Any:
     return or_(
         col(Job.lease_expires_at).is_(None),
         col(Job.lease_expires_at) < now,
@@ -208,17 +209,33 @@ async def claim_runnable(
     are repeated in the UPDATE so that, where the engine ignores the row locks (SQLite), a job
     another replica claimed, or a user cancelled, in between is not taken.
     """
+    values: dict[str, Any] = {
+        "c_owner": owner, "c_now": now, "c_limit": limit,
+        "c_until": now + timedelta(seconds=lease_seconds),
+    }
+    if only is not None:
+        values["c_only"] = list(only)
+    rows = (await session.execute(_claim_statement(only is not None), values)).scalars().all()
+    return sorted(rows, key=lambda job: job.updated_at)
+
+
+@cache
+def _claim_statement(only: bool) -> Any:
+    """The claim, built once per shape with bound parameters: the watcher claims at every hop,
+    and building the statement cost as much CPU as running it."""
+    now = bindparam("c_now", type_=_JOBS.c.updated_at.type)
+    owner: Any = bindparam("c_owner")
     candidates = (
         select(col(Job.id))
         .where(*_runnable(now), _lease_free(owner, now))
         .order_by(col(Job.updated_at))
-        .limit(limit)
+        .limit(bindparam("c_limit"))
         .with_for_update(skip_locked=True)
     )
-    if only is not None:
-        candidates = candidates.where(col(Job.id).in_(list(only)))
-    until = now + timedelta(seconds=lease_seconds)
-    claim = (
+    if only:
+        candidates = candidates.where(col(Job.id).in_(bindparam("c_only", expanding=True)))
+    until = bindparam("c_until", type_=_JOBS.c.lease_expires_at.type)
+    return (
         update(Job)
         .where(col(Job.id).in_(candidates.scalar_subquery()), *_runnable(now),
                _lease_free(owner, now))
@@ -226,8 +243,6 @@ async def claim_runnable(
         .returning(Job)
         .execution_options(synchronize_session=False, populate_existing=True)
     )
-    rows = (await session.execute(claim)).scalars().all()
-    return sorted(rows, key=lambda job: job.updated_at)
 
 
 async def release_owner_leases(session: AsyncSession, *, owner: str) -> None:
