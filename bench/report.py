@@ -182,15 +182,22 @@ def throughput_section(bench: dict[str, Any]) -> list[str]:
             rows.append([r["run"], r["submitted"], r["statuses"], num(r["submit_seconds"], 1),
                          num(r["span_seconds"], 1), f"**{num(r['jobs_per_s'])}**",
                          num(r["service_cpu_ms_per_job"], 0), num(r["service_cpu_share"]),
+                         num(r.get("postgres_cpu_ms_per_job"), 0),
+                         num(r.get("machine_cpu_ms_per_job"), 0),
                          num(p.get("p50_ms"), 1), f"**{num(p.get('p99_ms'), 1)}**",
                          num(p.get("max_ms"), 0), p.get("errors", "-"),
                          f"{r['load_before'].split()[0]} → {r['load_after'].split()[0]}"])
         out += table(["run", "jobs", "statuses", "submit s", "first create → last end s",
-                      "jobs/s", "service CPU ms/job", "service CPU (cores)", "probe p50 ms",
+                      "jobs/s", "service CPU ms/job", "service CPU (cores)",
+                      "PostgreSQL CPU ms/job", "machine CPU ms/job", "probe p50 ms",
                       "probe p99 ms", "probe max ms", "probe errors", "load"], rows)
+        machine = s.get("machine_cpu_ms_per_job")
+        allowed = 2000 / machine if machine and not math.isnan(machine) else None
         out += [f"Median: **{num(s['jobs_per_s']['median'])} jobs/s**, service CPU "
-                f"{num(s['service_cpu_ms_per_job'], 0)} ms per tiny job, probe p99 "
-                f"**{num(s['probe_p99_ms'], 1)} ms**.", ""]
+                f"{num(s['service_cpu_ms_per_job'], 0)} ms per tiny job (PostgreSQL "
+                f"{num(s.get('postgres_cpu_ms_per_job'), 0)}, the whole machine "
+                f"{num(machine, 0)}: two cores allow {num(allowed, 1)} jobs/s at that cost), "
+                f"probe p99 **{num(s['probe_p99_ms'], 1)} ms**.", ""]
     if bench.get("ticks"):
         out += ["### Statements per watcher tick (in-process Watcher, fake executor)", "",
                 "find work = statements of the pass itself (claim; `stop` releases); per job = "
