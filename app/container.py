@@ -144,7 +144,7 @@ def build_services(settings: Settings, tokens: TokenTable | None) -> Services:
     metrics = Metrics()
     driver = StageDriver(
         sessions, batch, AsyncLimiter(settings.task_create_rate, 1), settings.warehouse_path(),
-        retry_backoff=settings.retry_backoff_seconds, metrics=metrics,
+        retry_backoff=settings.retry_backoff_seconds, metrics=metrics, single=single,
     )
     watcher = Watcher(sessions, driver, interval=settings.watch_interval,
                       max_workers=settings.max_workers, lease_seconds=settings.lease_seconds,

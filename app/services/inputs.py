@@ -125,6 +125,12 @@ async def record_upload(session: AsyncSession, owner: str, path: str, size: int,
         landed_at=now)])
 
 
+def holds_inputs(job: Job) -> bool:
+    """Whether the job's transitions may have to give back or claim again its input files
+    (`on_transition`): only runs of `new_files` pipelines that claimed some."""
+    return _claimed(job) is not None
+
+
 def _claimed(job: Job) -> list[dict[str, object]] | None:
     if job.pipeline_id is None or (job.params.get("source") or {}).get("mode") != "new_files":
         return None

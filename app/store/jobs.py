@@ -156,6 +156,60 @@ async def save_job(session: AsyncSession, job: Job, expected_version: int) -> bo
     return bool(row[0])
 
 
+@cache
+def _save_at_once_statement(events: int) -> Any:
+    """`save_at_once`'s statement for this many event rows (PostgreSQL: data-modifying CTEs)."""
+    sets = ", ".join(f"{name} = :p_{name}" for name in _STATE_COLUMNS)
+    rows = ", ".join(
+        f"(:e{i}_event, :e{i}_from_status, :e{i}_to_status, :e{i}_attempt, :e{i}_message, "
+        f":e{i}_at)" for i in range(events)
+    )
+    logged = (
+        ", logged AS (INSERT INTO job_events (job_id, event, from_status, to_status, attempt, "
+        f"message, at) SELECT saved.id, e.* FROM saved, (VALUES {rows}) AS e(event, "
+        "from_status, to_status, attempt, message, at))"
+    ) if events else ""
+    statement = text(
+        "WITH hooked AS (SELECT EXISTS (SELECT 1 FROM webhooks WHERE owner = :p_owner) AS yes), "
+        f"saved AS (UPDATE jobs SET {sets}, version = :p_version + 1 "
+        "WHERE id = :p_id AND version = :p_version AND NOT (SELECT yes FROM hooked) "
+        f"RETURNING id){logged} "
+        "SELECT (SELECT count(*) FROM saved) AS saved, (SELECT yes FROM hooked) AS hooked"
+    )
+    event_types = {
+        "event": _EVENTS.c.event.type, "from_status": _EVENTS.c.from_status.type,
+        "to_status": _EVENTS.c.to_status.type, "attempt": _EVENTS.c.attempt.type,
+        "message": _EVENTS.c.message.type, "at": _EVENTS.c.at.type,
+    }
+    return statement.bindparams(
+        *(bindparam(f"p_{name}", type_=_JOBS.c[name].type) for name in _STATE_COLUMNS),
+        bindparam("p_id", type_=_JOBS.c.id.type), bindparam("p_owner", type_=_JOBS.c.owner.type),
+        bindparam("p_version", type_=_JOBS.c.version.type),
+        *(bindparam(f"e{i}_{name}", type_=kind)
+          for i in range(events) for name, kind in event_types.items()),
+    )
+
+
+async def save_at_once(session: AsyncSession, job: Job, events: Sequence[JobEvent]) -> bool:
+    """PostgreSQL: the version-guarded UPDATE and the event rows in one statement, on an
+    autocommit connection — one round trip where a transaction takes four (BEGIN, UPDATE,
+    INSERT, COMMIT). It writes only when the owner has no webhook, since the outbox's messages
+    are built from the job in the same transaction; False then, and nothing is written (the
+    caller saves in a transaction instead). Raises ConcurrentUpdate like `save_job`."""
+    values: dict[str, Any] = {f"p_{name}": getattr(job, name) for name in _STATE_COLUMNS}
+    values.update(p_id=job.id, p_owner=job.owner, p_version=job.version)
+    for i, event in enumerate(events):
+        values.update({f"e{i}_{name}": getattr(event, name) for name in _EVENT_COLUMNS[1:]})
+    conn = await session.connection()
+    row = (await conn.execute(_save_at_once_statement(len(events)), values)).one()
+    if row.hooked:
+        return False
+    if row.saved != 1:
+        raise ConcurrentUpdate(job.id)
+    job.version += 1
+    return True
+
+
 async def add_events(
     session: AsyncSession, events: Iterable[JobEvent], *, hooks: bool = True
 ) -> None:

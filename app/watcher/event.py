@@ -31,6 +31,7 @@ from app.domain.states import RUNNABLE_STATUSES, JobStatus, Stage, stage_of
 from app.faults import crash_point
 from app.logs import bind
 from app.metrics import Metrics
+from app.services.inputs import holds_inputs
 from app.services.transitions import fire, save
 from app.store import jobs as store
 from app.store.db import transaction
@@ -56,6 +57,8 @@ class StageDriver:
     clock: Callable[[], datetime] = field(default=utcnow)
     metrics: Metrics = field(default_factory=Metrics)
     queued_poll_seconds: float = 5.0
+    single: Any = None
+    """Sessions of the autocommit pool, for changes that are one statement; None: none."""
     _queued_seen: dict[str, float] = field(default_factory=dict)
     """Task id → monotonic time of the last poll that found it still queued."""
     _finished: dict[str, TaskPublic] = field(default_factory=dict)
@@ -63,6 +66,10 @@ class StageDriver:
     _fresh: dict[str, TaskPublic] = field(default_factory=dict)
     """Job id → its task as this pass already learned it (the create's answer, a batched poll),
     taken by the job's next poll instead of asking again."""
+
+    @property
+    def _postgres(self) -> bool:
+        return bool(self.single is not None and self.single.kw["bind"].dialect.name == "postgresql")
 
     def task_finished(self, task: TaskPublic) -> None:
         """Take a finished task from the executor that ran it, so its job need not poll it.
@@ -117,6 +124,9 @@ class StageDriver:
         return await self._run_stage(job, stage, may_wait=may_wait)
 
     async def _commit(self, job: Job, events: list[JobEvent]) -> Job:
+        saved = await self._commit_at_once(job, events)
+        if saved is not None:
+            return saved
         async with transaction(self.sessions) as session:
             saved = await save(session, job, events)
             if events:
@@ -125,6 +135,25 @@ class StageDriver:
             crash_point("after_transition_commit")
             self.metrics.count_transitions(events)
         return saved
+
+    async def _commit_at_once(self, job: Job, events: list[JobEvent]) -> Job | None:
+        """The change as one statement on the autocommit pool, where one statement says it
+        all: a change without events (a task id, progress) on either backend; with events on
+        PostgreSQL, unless the job holds input files (`inputs.on_transition`) or its owner has
+        a webhook (`store.save_at_once`). None: not written, save it in a transaction."""
+        if self.single is None or (events and (not self._postgres or holds_inputs(job))):
+            return None
+        if events:
+            crash_point("before_transition_commit")
+        async with transaction(self.single) as session:
+            if not events:
+                await store.save_job(session, job, job.version)
+            elif not await store.save_at_once(session, job, events):
+                return None
+        if events:
+            crash_point("after_transition_commit")
+            self.metrics.count_transitions(events)
+        return job
 
     async def _start(self, job: Job) -> Job:
         now = self.clock()

@@ -3,7 +3,7 @@ against the in-memory BatchManager with an injected clock: no engine, no network
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from app.domain import layout
 from app.domain.params import JobParams, Source
 from app.domain.states import STAGES, JobStatus, Stage
 from app.services.jobs import JobService, NewJob
+from app.store.db import create_read_engine, session_factory
 from app.store.models import Job
 from app.store.types import utcnow
 from app.watcher.event import StageDriver
@@ -42,11 +43,12 @@ class Clock:
 class Rig:
     """A job, the driver that advances it, the executor it talks to and the clock they share."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], warehouse: Path) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], warehouse: Path,
+                 single: async_sessionmaker[AsyncSession] | None = None) -> None:
         self.clock = Clock()
         self.executor = InMemoryBatchManager(clock=self.clock)
         self.driver = StageDriver(sessions, self.executor, AsyncLimiter(1000, 1), warehouse,
-                                  retry_backoff=BACKOFF, clock=self.clock)
+                                  retry_backoff=BACKOFF, clock=self.clock, single=single)
         self.service = JobService(sessions, clock=self.clock)
         self.warehouse = warehouse
 
@@ -64,9 +66,19 @@ class Rig:
         return str(job.results["batch"]["task_id"])
 
 
-@pytest.fixture
-def rig(sessions: async_sessionmaker[AsyncSession], tmp_path: Path) -> Rig:
-    return Rig(sessions, tmp_path / "warehouse")
+@pytest.fixture(params=["transaction", "statement"])
+async def rig(
+    request: pytest.FixtureRequest, sessions: async_sessionmaker[AsyncSession],
+    database_url: str, tmp_path: Path,
+) -> AsyncIterator[Rig]:
+    """The driver saving every change in a transaction, or (as the service does) as one
+    statement on the autocommit pool wherever one statement says it all."""
+    if request.param == "transaction":
+        yield Rig(sessions, tmp_path / "warehouse")
+        return
+    single = create_read_engine(database_url)
+    yield Rig(sessions, tmp_path / "warehouse", session_factory(single))
+    await single.dispose()
 
 
 def condition(job: Job, kind: str) -> dict[str, Any]:
