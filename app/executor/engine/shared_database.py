@@ -105,7 +105,8 @@ def duckdb_safe(kind: DuckDBPyType) -> bool:
     if name in _NESTED:
         children = [child for _, child in kind.children]
         return all(isinstance(child, DuckDBPyType) and duckdb_safe(child) for child in children)
-    return name in DUCKDB_SAFE
+    # an alias names a type of its own over the same id (JSON is a VARCHAR): not taken
+    return name in DUCKDB_SAFE and str(kind).lower().startswith(name)
 
 
 def read_small_input(files: Sequence[Path], limit: int) -> pa.Table | None:

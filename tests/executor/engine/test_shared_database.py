@@ -83,6 +83,7 @@ CASES: dict[str, dict[str, Any]] = {
     "uuid": {"dwd": {"sql": "SELECT id, md5(kind)::UUID AS u FROM ods WHERE kind IS NOT NULL"}},
     "interval": {"dwd": {"sql": "SELECT id, to_days(CAST(id AS INTEGER)) AS d FROM ods"}},
     "hugeint": {"dwd": {"sql": "SELECT CAST(id AS HUGEINT) AS h FROM ods"}},
+    "json": {"dwd": {"sql": "SELECT id, to_json({'k': kind}) AS j FROM ods"}},
 }
 
 
