@@ -124,22 +124,47 @@ def read_small_input(files: Sequence[Path], limit: int) -> pa.Table | None:
         return None  # the fresh path reads it again and reports what is wrong
 
 
+def fetch_result(
+    relation: duckdb.DuckDBPyRelation, *, batch_size: int, max_bytes: int
+) -> pa.Table:
+    """A query's rows as Arrow, when every column type round-trips (`duckdb_safe`) and they
+    fit in `max_bytes`; `FreshDatabaseNeeded` otherwise."""
+    if not all(duckdb_safe(kind) for kind in relation.types):
+        raise FreshDatabaseNeeded("a result column type pyarrow would write differently")
+    return _fetch(relation.to_arrow_reader(batch_size), max_bytes)
+
+
+def _fetch(reader: pa.RecordBatchReader, max_bytes: int) -> pa.Table:
+    batches = []
+    size = 0
+    with reader:  # closed early too, so the connection can run its next statement
+        try:
+            for batch in reader:
+                size += batch.nbytes
+                if size > max_bytes:
+                    raise FreshDatabaseNeeded("the result is too large for the shared database")
+                batches.append(batch)
+        except OSError as exc:
+            raise _duckdb_error(exc) from None
+    return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+def _duckdb_error(exc: OSError) -> duckdb.Error:
+    """An error of a query that failed while its Arrow stream was read (a bad CSV row past the
+    sniffed lines, a failed cast): pyarrow hands DuckDB's message on, unchanged, as an OSError;
+    as a DuckDB error again it is reported as on a fresh database (and out of memory moves the
+    stage to one)."""
+    message = str(exc)
+    if message.startswith("Out of Memory Error"):
+        return duckdb.OutOfMemoryException(message)
+    return duckdb.Error(message)
+
+
 def write_result(
     relation: duckdb.DuckDBPyRelation, path: Path, *, batch_size: int, max_bytes: int
 ) -> int:
     """Write a query's rows as one Parquet file the way DuckDB's COPY writes a layer."""
-    if not all(duckdb_safe(kind) for kind in relation.types):
-        raise FreshDatabaseNeeded("a result column type pyarrow would write differently")
-    reader = relation.to_arrow_reader(batch_size)
-    batches = []
-    size = 0
-    with reader:  # closed early too, so the connection can run its next statement
-        for batch in reader:
-            size += batch.nbytes
-            if size > max_bytes:
-                raise FreshDatabaseNeeded("the result is too large for the shared database")
-            batches.append(batch)
-    table = pa.Table.from_batches(batches, schema=reader.schema)
+    table = fetch_result(relation, batch_size=batch_size, max_bytes=max_bytes)
     if table.num_rows == 0:  # DuckDB writes no row group for no rows
         with pq.ParquetWriter(path, table.schema, **LAYER_OPTIONS):
             pass

@@ -19,7 +19,7 @@ import pytest
 
 from app.domain.states import Stage
 from app.executor.engine import duckdb_engine as duckdb_engine_module
-from app.executor.engine.base import CancelToken, LayerResult, SandboxViolation
+from app.executor.engine.base import CancelToken, LayerResult, SandboxViolation, StageFailed
 from app.executor.engine.duckdb_engine import DuckDBEngine
 from app.executor.engine.shared_database import SharedDatabase
 from tests.executor.engine.stages import (
@@ -293,3 +293,24 @@ def test_stages_running_at_once_on_the_shared_database_each_see_their_own_job(
         assert {row["id"] for row in read_layer(runner.layer_dir("dwd", job)).to_pylist()} == {
             str(n)
         }
+
+
+def test_a_query_failing_after_its_first_rows_fails_as_on_a_fresh_database(
+    tmp_path: Path,
+) -> None:
+    """An error while the result streams out as Arrow (a cast failing in a later batch) is
+    DuckDB's error, reported as the fresh path reports it."""
+    sql = "SELECT CAST(CASE WHEN id = '4999' THEN 'x' ELSE id END AS INTEGER) AS n FROM ods"
+    messages = []
+    for path in ("shared", "fresh"):
+        runner = StageRunner(tmp_path / "landing", tmp_path / path, duckdb_engine(path))
+        write_csv(runner.landing / "in" / "f.csv", ["id"], [[i] for i in range(5000)])
+        params = csv_params(dwd={"sql": sql})
+        runner.run(params, Stage.LANDING_TO_ODS)
+        with pytest.raises(StageFailed) as failed:
+            runner.run(params, Stage.ODS_TO_DWD)
+        runner.engine.close()
+        messages.append(str(failed.value))
+        assert not list(runner.warehouse.rglob(".tmp-*"))
+    assert "Could not convert string 'x' to INT32" in messages[1]
+    assert messages[0] == messages[1]
