@@ -19,7 +19,13 @@ import pytest
 
 from app.domain.states import Stage
 from app.executor.engine import duckdb_engine as duckdb_engine_module
-from app.executor.engine.base import CancelToken, LayerResult, SandboxViolation, StageFailed
+from app.executor.engine.base import (
+    CancelToken,
+    LayerResult,
+    SandboxViolation,
+    StageCancelled,
+    StageFailed,
+)
 from app.executor.engine.duckdb_engine import DuckDBEngine
 from app.executor.engine.shared_database import SharedDatabase
 from tests.executor.engine.stages import (
@@ -511,3 +517,25 @@ def test_a_query_failing_after_its_first_rows_fails_as_on_a_fresh_database(
         assert not list(runner.warehouse.rglob(".tmp-*"))
     assert "Could not convert string 'x' to INT32" in messages[1]
     assert messages[0] == messages[1]
+
+
+def test_a_landing_stage_cancelled_while_its_files_are_read_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = StageRunner(tmp_path / "landing", tmp_path / "wh", DuckDBEngine())
+    write_csv(runner.landing / "in" / "f.csv", ["id"], [[i] for i in range(100)])
+    cancel = CancelToken()
+    fetch = duckdb_engine_module.fetch_result
+
+    def cancelled_meanwhile(*args: Any, **kw: Any) -> Any:
+        cancel.cancel()  # from the canceller's side: the reader's connection is interrupted
+        return fetch(*args, **kw)
+
+    monkeypatch.setattr(duckdb_engine_module, "fetch_result", cancelled_meanwhile)
+    with pytest.raises(StageCancelled):
+        runner.run(csv_params(), Stage.LANDING_TO_ODS, cancel=cancel)
+    runner.engine.close()
+
+    assert runner.engine.shared.reads == 1
+    assert not runner.layer_dir("ods").exists()
+    assert not list(runner.warehouse.rglob(".tmp-*"))
