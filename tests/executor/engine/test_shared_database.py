@@ -146,8 +146,9 @@ def test_a_stage_writes_the_same_layer_on_the_shared_and_on_a_fresh_database(
     fresh, on_fresh = run_job(tmp_path, "fresh", CASES[case])
 
     assert fresh.shared.connections == 0
-    assert shared.shared.connections >= 1  # dwd started there (and dws, ds unless a type
-    # pyarrow would write differently sent the previous layer to the fresh path)
+    assert shared.shared.reads == 1
+    assert shared.shared.connections >= 2  # ods and dwd started there (and dws, ds unless a
+    # type pyarrow would write differently sent the previous layer to the fresh path)
     assert on_shared.keys() == on_fresh.keys()
     for key, written in on_fresh.items():
         if key.endswith("counts"):
