@@ -38,10 +38,12 @@ What a stage does (DESIGN.md, `params`):
   `preserve_insertion_order` on, in one file, so stored order is the ORDER BY; other layers are
   written without it (faster) and their row order is unspecified.
 
-Two databases: a stage whose input is a small layer (`shared_database.SMALL_INPUT_BYTES`) runs on
-its own connection of one locked database per process that reaches no file (pyarrow reads the
-input and writes the output, `_SharedStageRun`); every other stage, and a small one that needs
-more memory or a type pyarrow writes differently, gets a fresh database locked to its files.
+Two databases: a stage whose input is small (`shared_database.SMALL_INPUT_BYTES`) runs on its own
+connection of one locked database per process that reaches no file (pyarrow reads the input
+layer and writes the output, `_SharedStageRun`; small landing files are read by the landing
+reader's database with the same read statement and handed over as Arrow, `_SharedLandingRun`);
+every other stage, and a small one that needs more memory or a type pyarrow writes differently,
+gets a fresh database locked to its files.
 
 Progress comes from a monitor thread polling `query_progress()` (a percentage in DuckDB 2.0) every
 0.2 s; `total` is the input row count (Parquet metadata) or an estimate from the landing files'
@@ -98,6 +100,7 @@ from app.executor.engine.shared_database import (
     SMALL_INPUT_BYTES,
     FreshDatabaseNeeded,
     SharedDatabase,
+    fetch_result,
     read_small_input,
     write_result,
 )
@@ -142,10 +145,17 @@ class DuckDBEngine(StageEngine):
         )
 
     def _execute(self, work: StageWork) -> StageCounts:
-        table = self._small_input(work)
-        if table is not None:
+        run: _SharedStageRun | None = None
+        if work.ctx.stage is Stage.LANDING_TO_ODS:
+            if self._small_landing(work):
+                run = _SharedLandingRun(work, self.shared)
+        else:
+            table = self._small_input(work)
+            if table is not None:
+                run = _SharedStageRun(work, self.shared, table)
+        if run is not None:
             try:
-                return _SharedStageRun(work, self.shared, table).execute()
+                return run.execute()
             except FreshDatabaseNeeded as why:
                 log.info("%s runs on a fresh database: %s", work.ctx.label, why)
                 for folder in (work.ctx.out_dir, work.ctx.rejects_out):
@@ -154,9 +164,22 @@ class DuckDBEngine(StageEngine):
 
     def _small_input(self, work: StageWork) -> pa.Table | None:
         """The input as Arrow when the stage can run on the shared database (`shared_database`)."""
-        if work.ctx.stage is Stage.LANDING_TO_ODS or self.small_input_bytes <= 0:
+        if self.small_input_bytes <= 0:
             return None
         return read_small_input(work.inputs.files, self.small_input_bytes)
+
+    def _small_landing(self, work: StageWork) -> bool:
+        """The landing files are few bytes, all under the landing folder its reader may read."""
+        if self.small_input_bytes <= 0:
+            return False
+        landing_dir = work.ctx.landing_dir
+        try:
+            size = sum(path.stat().st_size for path in work.inputs.files)
+        except OSError:
+            return False  # the fresh path reads them again and reports what is wrong
+        return size <= self.small_input_bytes and all(
+            path.is_relative_to(landing_dir) for path in work.inputs.files
+        )
 
     def close(self) -> None:
         """Close the shared database (a stage that runs later creates it again)."""
@@ -630,6 +653,52 @@ class _SharedStageRun(_StageRun):
 
     def _release(self, con: duckdb.DuckDBPyConnection) -> None:
         self.shared.release(con, threads=self.threads, memory_limit=self.memory_limit)
+
+
+class _SharedLandingRun(_SharedStageRun):
+    """A small landing stage on the shared database: the landing reader of the landing folder
+    (`SharedDatabase.reader`) runs only the engine's own read statement of the landing files
+    (`_create_input`, the fresh path's statement), its rows come over as Arrow and are registered
+    as `landing` on the stage's connection, where the user's SQL, dedupe and checks run."""
+
+    def __init__(self, work: StageWork, shared: SharedDatabase) -> None:
+        super().__init__(work, shared, pa.table({}))
+
+    def _open_input(self, con: duckdb.DuckDBPyConnection) -> str:
+        prefix = self._create_input(con, self.inputs)
+        select = f"{prefix}SELECT * FROM {sql_identifier(self.input_name)}"
+        reader = self.shared.reader(
+            self.ctx.landing_dir, threads=self.threads, memory_limit=self.memory_limit
+        )
+        unregister = self.cancel.on_cancel(lambda: _interrupt(reader))
+        try:
+            self.cancel.raise_if_cancelled()
+            ensure_single(reader, select, "SELECT")
+            try:
+                relation = reader.sql(select)
+            except duckdb.Error:
+                # binding failed (a bad file or option): executed as a statement, the error
+                # also names the statement's line, the message the fresh path gives
+                reader.execute(select)
+                raise
+            self.table = fetch_result(
+                relation, batch_size=self.ctx.request.params.batch_size, max_bytes=MAX_RESULT_BYTES
+            )
+        except duckdb.OutOfMemoryException:
+            if self.cancel.cancelled:
+                raise
+            raise FreshDatabaseNeeded("out of memory reading the landing files") from None
+        finally:
+            unregister()
+            reader.close()
+        names = [name.lower() for name in self.table.column_names]
+        if len(set(names)) != len(names):
+            # a source column named like a lineage column: the fresh path reports it
+            raise FreshDatabaseNeeded("a landing column name occurs twice")
+        return super()._open_input(con)
+
+    def _arrow_ods(self, con: duckdb.DuckDBPyConnection) -> int | None:
+        return None  # pyarrow's CSV reader needs the files, which this connection cannot reach
 
 
 class _Writer:

@@ -35,8 +35,21 @@ reach no file whatever (`enable_external_access = false` with nothing allowed, t
   catalog still holds no table, view, sequence or attached database, and the database is
   discarded (the stage fails as a sandbox violation) otherwise.
 
-Landing files (CSV, JSON, Parquet with lineage columns) keep DuckDB's own readers and the fresh
-database: their sniffing and lineage are DuckDB's and would not be the same through pyarrow.
+**Landing files** (CSV, JSONL, Parquet, with the lineage columns) keep DuckDB's own readers: their
+sniffing, types and lineage are DuckDB's and would not be the same through pyarrow. When the
+resolved landing files of a stage hold at most `small_input_bytes` together, a *landing reader*
+reads them: a database per landing folder (the service has one; and per threads and memory limit),
+created once, that can reach the files under that folder and nothing else (`allowed_directories`,
+no other external access, no spill folder), then locked. It runs nothing but the engine's own read
+statement of the stage's files (`_create_input`: the option keys are the reader's known ones,
+values quoted, paths quoted literals of the resolved inputs), the very statement a fresh database
+runs, so sniffing, types, values, lineage, the dry-run cut and the error of a bad file or option
+are the same. Its rows come over as Arrow (only `DUCKDB_SAFE` types, within `MAX_RESULT_BYTES`) and
+are registered as `landing` on the stage's connection of the shared database, where the user's SQL,
+checks and dedupe run: user SQL never runs on a database that can reach a file. Anything else
+(another type, a source column that clashes with a lineage name, too large, out of memory) runs the
+stage on a fresh database, as above. A landing read costs a CSV sniff and an Arrow copy of the
+rows, far less than a database.
 """
 
 from __future__ import annotations
@@ -105,7 +118,8 @@ def duckdb_safe(kind: DuckDBPyType) -> bool:
     if name in _NESTED:
         children = [child for _, child in kind.children]
         return all(isinstance(child, DuckDBPyType) and duckdb_safe(child) for child in children)
-    return name in DUCKDB_SAFE
+    # an alias names a type of its own over the same id (JSON is a VARCHAR): not taken
+    return name in DUCKDB_SAFE and str(kind).lower().startswith(name)
 
 
 def read_small_input(files: Sequence[Path], limit: int) -> pa.Table | None:
@@ -123,22 +137,47 @@ def read_small_input(files: Sequence[Path], limit: int) -> pa.Table | None:
         return None  # the fresh path reads it again and reports what is wrong
 
 
+def fetch_result(
+    relation: duckdb.DuckDBPyRelation, *, batch_size: int, max_bytes: int
+) -> pa.Table:
+    """A query's rows as Arrow, when every column type round-trips (`duckdb_safe`) and they
+    fit in `max_bytes`; `FreshDatabaseNeeded` otherwise."""
+    if not all(duckdb_safe(kind) for kind in relation.types):
+        raise FreshDatabaseNeeded("a result column type pyarrow would write differently")
+    return _fetch(relation.to_arrow_reader(batch_size), max_bytes)
+
+
+def _fetch(reader: pa.RecordBatchReader, max_bytes: int) -> pa.Table:
+    batches = []
+    size = 0
+    with reader:  # closed early too, so the connection can run its next statement
+        try:
+            for batch in reader:
+                size += batch.nbytes
+                if size > max_bytes:
+                    raise FreshDatabaseNeeded("the result is too large for the shared database")
+                batches.append(batch)
+        except OSError as exc:
+            raise _duckdb_error(exc) from None
+    return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+def _duckdb_error(exc: OSError) -> duckdb.Error:
+    """An error of a query that failed while its Arrow stream was read (a bad CSV row past the
+    sniffed lines, a failed cast): pyarrow hands DuckDB's message on, unchanged, as an OSError;
+    as a DuckDB error again it is reported as on a fresh database (and out of memory moves the
+    stage to one)."""
+    message = str(exc)
+    if message.startswith("Out of Memory Error"):
+        return duckdb.OutOfMemoryException(message)
+    return duckdb.Error(message)
+
+
 def write_result(
     relation: duckdb.DuckDBPyRelation, path: Path, *, batch_size: int, max_bytes: int
 ) -> int:
     """Write a query's rows as one Parquet file the way DuckDB's COPY writes a layer."""
-    if not all(duckdb_safe(kind) for kind in relation.types):
-        raise FreshDatabaseNeeded("a result column type pyarrow would write differently")
-    reader = relation.to_arrow_reader(batch_size)
-    batches = []
-    size = 0
-    with reader:  # closed early too, so the connection can run its next statement
-        for batch in reader:
-            size += batch.nbytes
-            if size > max_bytes:
-                raise FreshDatabaseNeeded("the result is too large for the shared database")
-            batches.append(batch)
-    table = pa.Table.from_batches(batches, schema=reader.schema)
+    table = fetch_result(relation, batch_size=batch_size, max_bytes=max_bytes)
     if table.num_rows == 0:  # DuckDB writes no row group for no rows
         with pq.ParquetWriter(path, table.schema, **LAYER_OPTIONS):
             pass
@@ -148,31 +187,48 @@ def write_result(
 
 
 class SharedDatabase:
-    """The locked in-memory databases of this process, one per (threads, memory limit)."""
+    """The locked in-memory databases of this process, one per (threads, memory limit): the
+    shared databases that reach no file, and the landing readers that reach one landing folder."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._databases: dict[tuple[int, str | None], duckdb.DuckDBPyConnection] = {}
+        self._databases: dict[_Key, duckdb.DuckDBPyConnection] = {}
         self.connections = 0
         """Connections handed out so far (stages that started on the shared database)."""
+        self.reads = 0
+        """Landing reads handed out so far (landing stages that read through a reader)."""
 
     def connect(self, *, threads: int, memory_limit: str | None) -> duckdb.DuckDBPyConnection:
         """A new connection of the shared database (created, configured and locked on first use)."""
-        key = (max(1, int(threads)), memory_limit)
+        with self._lock:
+            self.connections += 1
+        return self._cursor(_key(threads, memory_limit, None))
+
+    def reader(
+        self, landing_dir: Path, *, threads: int, memory_limit: str | None
+    ) -> duckdb.DuckDBPyConnection:
+        """A new connection of the landing reader of `landing_dir`: a database that can reach
+        the files under that folder only, for the engine's own read statement of the landing
+        files; user SQL never runs on it. Close it with `con.close()`."""
+        with self._lock:
+            self.reads += 1
+        return self._cursor(_key(threads, memory_limit, landing_dir))
+
+    def _cursor(self, key: _Key) -> duckdb.DuckDBPyConnection:
         with self._lock:
             database = self._databases.get(key)
             if database is None:
+                threads, memory_limit, landing_dir = key
                 database = open_connection(
-                    threads=key[0],
+                    threads=threads,
                     memory_limit=memory_limit,
                     temp_directory=None,
                     preserve_insertion_order=True,
                     allowed_paths=(),
-                    allowed_directories=(),
+                    allowed_directories=() if landing_dir is None else (landing_dir,),
                 )
                 lock_connection(database)
                 self._databases[key] = database
-            self.connections += 1
             return database.cursor()
 
     def release(self, con: duckdb.DuckDBPyConnection, *, threads: int, memory_limit: str | None,
@@ -183,7 +239,7 @@ class SharedDatabase:
             if check:
                 leftovers = _shared_objects(con)
                 if leftovers:
-                    self._discard((max(1, int(threads)), memory_limit))
+                    self._discard(_key(threads, memory_limit, None))
                     raise SandboxViolation(
                         "the stage changed the shared catalog "
                         f"({', '.join(leftovers[:3])}); refused"
@@ -197,12 +253,19 @@ class SharedDatabase:
         for database in databases:
             database.close()
 
-    def _discard(self, key: tuple[int, str | None]) -> None:
+    def _discard(self, key: _Key) -> None:
         with self._lock:
             database = self._databases.pop(key, None)
         if database is not None:
             log.error("shared DuckDB database discarded: a stage changed its catalog")
             database.close()
+
+
+_Key = tuple[int, str | None, Path | None]
+
+
+def _key(threads: int, memory_limit: str | None, landing_dir: Path | None) -> _Key:
+    return (max(1, int(threads)), memory_limit, landing_dir)
 
 
 _SHARED_OBJECTS = """

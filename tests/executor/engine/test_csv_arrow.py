@@ -7,6 +7,7 @@ it may) and once with the pyarrow path switched off (DuckDB's `read_csv`), and c
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,29 @@ import pytest
 from app.domain.states import Stage
 from app.executor.engine import csv_arrow
 from app.executor.engine.base import CancelToken, StageCancelled, StageFailed
-from tests.executor.engine.stages import StageRunner, csv_params, read_layer, tree, write_csv
+from tests.executor.engine.stages import (
+    StageRunner,
+    csv_params,
+    duckdb_engine,
+    read_layer,
+    tree,
+    write_csv,
+)
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[StageRunner]:
+    """The fresh path only: pyarrow reads the landing files on a fresh database; small landing
+    files on the shared database are read by DuckDB's reader (`test_shared_database`)."""
+    landing = tmp_path / "landing"
+    warehouse = tmp_path / "warehouse"
+    landing.mkdir()
+    warehouse.mkdir()
+    engine = duckdb_engine("fresh")
+    yield StageRunner(landing.resolve(), warehouse.resolve(), engine)
+    engine.close()
 
 TRICKY = (
     'id,text,note\r\n'

@@ -19,7 +19,13 @@ import pytest
 
 from app.domain.states import Stage
 from app.executor.engine import duckdb_engine as duckdb_engine_module
-from app.executor.engine.base import CancelToken, LayerResult, SandboxViolation
+from app.executor.engine.base import (
+    CancelToken,
+    LayerResult,
+    SandboxViolation,
+    StageCancelled,
+    StageFailed,
+)
 from app.executor.engine.duckdb_engine import DuckDBEngine
 from app.executor.engine.shared_database import SharedDatabase
 from tests.executor.engine.stages import (
@@ -83,6 +89,7 @@ CASES: dict[str, dict[str, Any]] = {
     "uuid": {"dwd": {"sql": "SELECT id, md5(kind)::UUID AS u FROM ods WHERE kind IS NOT NULL"}},
     "interval": {"dwd": {"sql": "SELECT id, to_days(CAST(id AS INTEGER)) AS d FROM ods"}},
     "hugeint": {"dwd": {"sql": "SELECT CAST(id AS HUGEINT) AS h FROM ods"}},
+    "json": {"dwd": {"sql": "SELECT id, to_json({'k': kind}) AS j FROM ods"}},
 }
 
 
@@ -99,8 +106,6 @@ def run_job(root: Path, path: str, layers: dict[str, Any]) -> tuple[DuckDBEngine
     engine.close()
     written: dict[str, Any] = {}
     for layer, result in results.items():
-        if layer == "ods":
-            continue  # the landing stage runs on a fresh database on both paths
         written[layer] = describe(Path(result.path))
         if result.rejects_path:
             written[f"{layer} rejects"] = describe(Path(result.rejects_path))
@@ -141,8 +146,9 @@ def test_a_stage_writes_the_same_layer_on_the_shared_and_on_a_fresh_database(
     fresh, on_fresh = run_job(tmp_path, "fresh", CASES[case])
 
     assert fresh.shared.connections == 0
-    assert shared.shared.connections >= 1  # dwd started there (and dws, ds unless a type
-    # pyarrow would write differently sent the previous layer to the fresh path)
+    assert shared.shared.reads == 1
+    assert shared.shared.connections >= 2  # ods and dwd started there (and dws, ds unless a
+    # type pyarrow would write differently sent the previous layer to the fresh path)
     assert on_shared.keys() == on_fresh.keys()
     for key, written in on_fresh.items():
         if key.endswith("counts"):
@@ -258,7 +264,8 @@ def test_a_result_too_large_for_the_shared_database_is_written_on_a_fresh_one(
     engine, written = run_job(tmp_path, "shared", CASES["checks"])
     _, fresh = run_job(tmp_path, "fresh", CASES["checks"])
 
-    assert engine.shared.connections == 3  # each started there, each went to a fresh database
+    # each of the four started there, each went to a fresh database
+    assert (engine.shared.connections, engine.shared.reads) == (4, 1)
     assert written["dwd counts"] == fresh["dwd counts"]
     assert sort(written["dwd rejects"]["rows"]) == sort(fresh["dwd rejects"]["rows"])
 
@@ -286,9 +293,250 @@ def test_stages_running_at_once_on_the_shared_database_each_see_their_own_job(
         results = dict(zip(jobs, pool.map(run, jobs), strict=True))
 
     if runner.engine.small_input_bytes:
-        assert runner.engine.shared.connections == 4
+        assert runner.engine.shared.connections == 8  # each job's ODS and DWD
+        assert runner.engine.shared.reads == 4
     for n, job in enumerate(jobs):
         assert (results[job].rows, results[job].rejects) == (49 + n, 1)
         assert {row["id"] for row in read_layer(runner.layer_dir("dwd", job)).to_pylist()} == {
             str(n)
         }
+
+
+# -- small landing files: read by the landing reader, the rest on the shared database ----------
+
+
+def land(landing: Path, files: dict[str, bytes | pa.Table]) -> None:
+    for name, content in files.items():
+        path = landing / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, pa.Table):
+            pq.write_table(content, path)
+        else:
+            path.write_bytes(content)
+
+
+PARQUET_IN = pa.table({
+    "id": pa.array([1, 2, 3], pa.int32()),
+    "name": ["a", None, "c"],
+    "price": pa.array([1.5, None, 2.25], pa.float64()),
+    "day": pa.array([19000, 19001, None], pa.date32()),
+})
+# (files, source options, ods layer spec, sample_rows)
+LANDING_CASES: dict[str, tuple[str, dict[str, bytes | pa.Table], dict[str, Any], dict[str, Any],
+                               int | None]] = {
+    "csv header false and delimiter": (
+        "csv",
+        {"in/a.csv": b"1;x;2024-01-01\n2;;2024-01-02\n", "in/b.csv": b"3;z;\n"},
+        {"header": False, "delimiter": ";"},
+        {},
+        None,
+    ),
+    "csv typed by the sniffer": (
+        "csv",
+        {"in/a.csv": b"id,amount,ts,flag\n1,1.25,2024-01-01 10:00:00,true\n2,,,false\n"},
+        {"header": True},
+        {},
+        None,
+    ),
+    "csv with sql, dedupe and checks": (
+        "csv",
+        {"in/a.csv": b"k,v\na,1\nb,2\na,3\nc,\n", "in/b.csv": b"k,v\nb,5\nd,6\n"},
+        {"header": True},
+        {
+            "sql": "SELECT k, v, _source_file, _row_number FROM landing",
+            "dedupe": {"keys": ["k"], "order_by": "v DESC NULLS LAST"},
+            "checks": [{"name": "has_v", "expr": "v IS NOT NULL"}],
+        },
+        None,
+    ),
+    "jsonl": (
+        "jsonl",
+        {"in/a.jsonl": b'{"id": 1, "tags": ["x"], "o": {"n": 1.5}}\n{"id": 2, "tags": []}\n',
+         "in/b.jsonl": b'{"id": 3, "extra": "e"}\n'},
+        {},
+        {},
+        None,
+    ),
+    "jsonl of mixed types": (
+        "jsonl",
+        {"in/a.jsonl": b'{"a": 1, "m": 1}\n{"a": 2, "m": "x"}\n{"a": 3, "m": {"z": [1]}}\n'},
+        {},
+        {},
+        None,
+    ),
+    "parquet": (
+        "parquet",
+        {"in/a.parquet": PARQUET_IN, "in/b.parquet": PARQUET_IN.slice(1)},
+        {},
+        {},
+        None,
+    ),
+    "csv dry run": (
+        "csv",
+        {"in/a.csv": b"k\n1\n2\n3\n", "in/b.csv": b"k\n4\n5\n"},
+        {"header": True},
+        {},
+        4,
+    ),
+    "parquet dry run": (
+        "parquet",
+        {"in/a.parquet": PARQUET_IN, "in/b.parquet": PARQUET_IN},
+        {},
+        {},
+        4,
+    ),
+}
+
+
+def run_landing(
+    root: Path, path: str, source: dict[str, Any], files: dict[str, bytes | pa.Table],
+    ods: dict[str, Any], sample_rows: int | None = None,
+) -> tuple[DuckDBEngine, dict[str, Any]]:
+    """The landing stage on `path`: what it wrote (schema, DuckDB and physical types, rows with
+    lineage but `_ingested_at`), its rejects and counts."""
+    engine = duckdb_engine(path)
+    runner = StageRunner(root / "landing", root / path, engine)
+    runner.warehouse.mkdir(parents=True)
+    land(runner.landing, files)
+    params = {"source": source, "layers": {"ods": ods} if ods else {}, "batch_size": 1000}
+    try:
+        result = runner.run(params, Stage.LANDING_TO_ODS, sample_rows=sample_rows)
+    finally:
+        engine.close()
+    written = {"ods": describe(Path(result.path)),
+               "counts": (result.rows, result.rejects, result.deduped, result.files)}
+    if result.rejects_path:
+        written["rejects"] = describe(Path(result.rejects_path))
+    if not ods:
+        ingested = read_layer(Path(result.path)).column("_ingested_at")
+        assert pa.types.is_timestamp(ingested.type) and ingested.null_count == 0
+    return engine, written
+
+
+@pytest.mark.parametrize("case", list(LANDING_CASES))
+def test_a_small_landing_stage_writes_the_same_layer_on_the_shared_and_on_a_fresh_database(
+    tmp_path: Path, case: str
+) -> None:
+    fmt, files, options, ods, sample = LANDING_CASES[case]
+    source = {"path": f"in/*.{fmt}", "format": fmt, "options": options}
+    shared, on_shared = run_landing(tmp_path / "s", "shared", source, files, ods, sample)
+    fresh, on_fresh = run_landing(tmp_path / "f", "fresh", source, files, ods, sample)
+
+    assert (shared.shared.reads, shared.shared.connections) == (1, 1)
+    assert (fresh.shared.reads, fresh.shared.connections) == (0, 0)
+    assert on_shared.keys() == on_fresh.keys()
+    for key, written in on_fresh.items():
+        if key == "counts":
+            assert on_shared[key] == written
+            continue
+        assert {**on_shared[key], "rows": None} == {**written, "rows": None}, key
+        assert sort(on_shared[key]["rows"]) == sort(written["rows"]), key
+    lineage = {(r["_source_file"], r["_row_number"]) for r in on_shared["ods"]["rows"]}
+    assert len(lineage) == len(on_shared["ods"]["rows"])
+
+
+RAGGED = b"k,v\n" + b"".join(b"%d,x\n" % i for i in range(50_000)) + b"1,2,3\n"
+"""A ragged row past what the sniffer samples: an error while the file is read."""
+
+
+@pytest.mark.parametrize(
+    ("fmt", "files", "options"),
+    [
+        ("csv", {"in/a.csv": b"k,_row_number\na,1\n"}, {"header": True}),
+        ("csv", {"in/a.csv": b"k,_SOURCE_FILE\na,1\n"}, {"header": True, "delimiter": ","}),
+        ("jsonl", {"in/a.jsonl": b'{"k": 1, "_ingested_at": 2}\n'}, {}),
+        ("parquet", {"in/a.parquet": pa.table({"_source_file": ["x"]})}, {}),
+        ("csv", {"in/a.csv": RAGGED}, {"header": True}),
+        ("csv", {"in/a.csv": RAGGED}, {"header": True, "all_varchar": True}),
+        ("csv", {"in/a.csv": b"k,v\n1,2\n"}, {"header": True, "quote": "ab"}),  # a bad option
+        ("jsonl", {"in/a.jsonl": b'{"k": 1}\nnot json\n'}, {}),
+        ("parquet", {"in/a.parquet": b"not parquet"}, {}),
+    ],
+)
+def test_a_bad_landing_file_fails_with_the_same_message_on_both_paths(
+    tmp_path: Path, fmt: str, files: dict[str, bytes | pa.Table], options: dict[str, Any]
+) -> None:
+    source = {"path": f"in/*.{fmt}", "format": fmt, "options": options}
+    messages = []
+    for path in ("shared", "fresh"):
+        with pytest.raises(StageFailed) as failed:
+            run_landing(tmp_path / path, path, source, files, {})
+        messages.append(str(failed.value))
+        assert str(tmp_path) not in str(failed.value)
+        assert not list((tmp_path / path).rglob(".tmp-*"))
+    assert messages[0] == messages[1]
+
+
+def test_landing_files_over_the_threshold_take_the_fresh_path(tmp_path: Path) -> None:
+    content = b"k,v\n" + b"".join(b"%d,x\n" % i for i in range(100))
+    source = {"path": "in/*.csv", "format": "csv", "options": {"header": True}}
+    for limit, reads in ((len(content) - 1, 0), (len(content), 1)):
+        engine = DuckDBEngine(small_input_bytes=limit)
+        runner = StageRunner(tmp_path / "landing", tmp_path / f"wh-{limit}", engine)
+        land(runner.landing, {"in/a.csv": content})
+        result = runner.run({"source": source, "batch_size": 1000}, Stage.LANDING_TO_ODS)
+        engine.close()
+        assert result.rows == 100
+        assert (engine.shared.reads, engine.shared.connections) == (reads, reads)
+
+
+def test_user_sql_on_a_small_landing_stage_cannot_reach_the_landing_folder(
+    tmp_path: Path,
+) -> None:
+    """The landing reader may read the landing folder; the user's SQL runs elsewhere, on the
+    shared database that reaches no file, and is refused before it runs either way."""
+    engine = DuckDBEngine()
+    runner = StageRunner(tmp_path / "landing", tmp_path / "wh", engine)
+    land(runner.landing, {"in/a.csv": b"k\n1\n", "other/secret.csv": b"s\nhidden\n"})
+    secret = runner.landing / "other" / "secret.csv"
+    con = engine.shared.connect(threads=1, memory_limit=None)
+    with pytest.raises(duckdb.PermissionException):
+        con.execute(f"SELECT * FROM read_csv('{secret}')")
+    engine.shared.release(con, threads=1, memory_limit=None)
+    params = csv_params(ods={"sql": f"SELECT * FROM read_csv('{secret}')"})
+    with pytest.raises(SandboxViolation):
+        runner.run(params, Stage.LANDING_TO_ODS)
+    engine.close()
+
+
+def test_a_query_failing_after_its_first_rows_fails_as_on_a_fresh_database(
+    tmp_path: Path,
+) -> None:
+    """An error while the result streams out as Arrow (a cast failing in a later batch) is
+    DuckDB's error, reported as the fresh path reports it."""
+    sql = "SELECT CAST(CASE WHEN id = '4999' THEN 'x' ELSE id END AS INTEGER) AS n FROM ods"
+    messages = []
+    for path in ("shared", "fresh"):
+        runner = StageRunner(tmp_path / "landing", tmp_path / path, duckdb_engine(path))
+        write_csv(runner.landing / "in" / "f.csv", ["id"], [[i] for i in range(5000)])
+        params = csv_params(dwd={"sql": sql})
+        runner.run(params, Stage.LANDING_TO_ODS)
+        with pytest.raises(StageFailed) as failed:
+            runner.run(params, Stage.ODS_TO_DWD)
+        runner.engine.close()
+        messages.append(str(failed.value))
+        assert not list(runner.warehouse.rglob(".tmp-*"))
+    assert "Could not convert string 'x' to INT32" in messages[1]
+    assert messages[0] == messages[1]
+
+
+def test_a_landing_stage_cancelled_while_its_files_are_read_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = StageRunner(tmp_path / "landing", tmp_path / "wh", DuckDBEngine())
+    write_csv(runner.landing / "in" / "f.csv", ["id"], [[i] for i in range(100)])
+    cancel = CancelToken()
+    fetch = duckdb_engine_module.fetch_result
+
+    def cancelled_meanwhile(*args: Any, **kw: Any) -> Any:
+        cancel.cancel()  # from the canceller's side: the reader's connection is interrupted
+        return fetch(*args, **kw)
+
+    monkeypatch.setattr(duckdb_engine_module, "fetch_result", cancelled_meanwhile)
+    with pytest.raises(StageCancelled):
+        runner.run(csv_params(), Stage.LANDING_TO_ODS, cancel=cancel)
+    runner.engine.close()
+
+    assert runner.engine.shared.reads == 1
+    assert not runner.layer_dir("ods").exists()
+    assert not list(runner.warehouse.rglob(".tmp-*"))
