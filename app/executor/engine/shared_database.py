@@ -74,6 +74,9 @@ SMALL_INPUT_BYTES = 2 * 1024**2
 """Input layers up to this many Parquet bytes run on the shared database (about 130,000 rows of
 the orders job's ODS; its 1M-row ODS is 15 MiB): past a few MiB the fixed cost saved is noise
 next to the work, and the fresh path writes unordered layers in parallel."""
+MAX_READERS = 8
+"""Landing readers kept per process (each a DuckDB database of a few MiB, created in ~15 ms);
+a service whose owners land in more folders than this creates the others again as needed."""
 MAX_RESULT_BYTES = 64 * 1024**2
 """A result larger than this as Arrow (held in memory before it is written) goes to the fresh
 path, which streams it into the Parquet writer within its memory limit."""
@@ -216,7 +219,7 @@ class SharedDatabase:
 
     def _cursor(self, key: _Key) -> duckdb.DuckDBPyConnection:
         with self._lock:
-            database = self._databases.get(key)
+            database = self._databases.pop(key, None)  # put back last: the most recently used
             if database is None:
                 threads, memory_limit, landing_dir = key
                 database = open_connection(
@@ -228,8 +231,17 @@ class SharedDatabase:
                     allowed_directories=() if landing_dir is None else (landing_dir,),
                 )
                 lock_connection(database)
-                self._databases[key] = database
+            self._databases[key] = database
+            self._forget_idle_readers()
             return database.cursor()
+
+    def _forget_idle_readers(self) -> None:
+        """Keep at most `MAX_READERS` landing readers (one per landing folder, so per owner):
+        the least recently used are dropped, not closed — a read still running on one keeps it
+        alive, and it is freed when that read's connection closes."""
+        readers = [key for key in self._databases if key[2] is not None]
+        for key in readers[: max(0, len(readers) - MAX_READERS)]:
+            del self._databases[key]
 
     def release(self, con: duckdb.DuckDBPyConnection, *, threads: int, memory_limit: str | None,
                 check: bool = True) -> None:

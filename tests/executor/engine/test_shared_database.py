@@ -27,7 +27,7 @@ from app.executor.engine.base import (
     StageFailed,
 )
 from app.executor.engine.duckdb_engine import DuckDBEngine
-from app.executor.engine.shared_database import SharedDatabase
+from app.executor.engine.shared_database import MAX_READERS, SharedDatabase
 from tests.executor.engine.stages import (
     StageRunner,
     csv_params,
@@ -230,6 +230,28 @@ def test_interrupting_one_connection_leaves_the_others_running(shared: SharedDat
     assert two.execute("SELECT count(*) FROM range(1000)").fetchone() == (1000,)
     one.close()
     two.close()
+
+
+def test_landing_readers_are_kept_for_the_most_recently_used_folders_only(
+    shared: SharedDatabase, tmp_path: Path
+) -> None:
+    folders = [tmp_path / f"owner-{i}" for i in range(MAX_READERS + 3)]
+    running = None
+    for i, folder in enumerate(folders):
+        folder.mkdir()
+        (folder / "a.csv").write_text("n\n1\n")
+        reader = shared.reader(folder, threads=1, memory_limit="64MB")
+        if i == 0:
+            running = reader  # a read still going on when its reader is dropped
+            continue
+        assert reader.execute(f"SELECT count(*) FROM '{folder / 'a.csv'}'").fetchone() == (1,)
+        reader.close()
+
+    kept = [key[2] for key in shared._databases if key[2] is not None]
+    assert kept == folders[-MAX_READERS:]
+    assert running is not None
+    assert running.execute(f"SELECT n FROM '{folders[0] / 'a.csv'}'").fetchone() == (1,)
+    running.close()
 
 
 @pytest.mark.parametrize(
