@@ -54,10 +54,19 @@ def single(single_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return session_factory(single_engine)
 
 
-def driver(sessions: async_sessionmaker[AsyncSession],
-           single: async_sessionmaker[AsyncSession], tmp_path: Path,
-           executor: InMemoryBatchManager) -> StageDriver:
-    return StageDriver(sessions, executor, AsyncLimiter(1000, 1), tmp_path, single=single)
+async def first_stage_done(
+    sessions: async_sessionmaker[AsyncSession], single: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> tuple[StageDriver, Job]:
+    """A driver saving on the autocommit pool, and a job of "ann" whose first stage's task
+    has just completed: its next advance is the hop under test."""
+    executor = InMemoryBatchManager()
+    stage_driver = StageDriver(sessions, executor, AsyncLimiter(1000, 1), tmp_path, single=single)
+    job = await stage_driver.advance(await new_job(sessions))
+    assert job is not None
+    executor.start(job.results["batch"]["task_id"])
+    executor.complete(job.results["batch"]["task_id"])
+    return stage_driver, job
 
 
 async def new_job(sessions: async_sessionmaker[AsyncSession], owner: str = "ann") -> Job:
@@ -74,12 +83,7 @@ async def test_a_hop_without_webhooks_is_one_statement_on_postgres_and_a_transac
     sessions: async_sessionmaker[AsyncSession], single: async_sessionmaker[AsyncSession],
     db_engine: AsyncEngine, single_engine: AsyncEngine, tmp_path: Path,
 ) -> None:
-    executor = InMemoryBatchManager()
-    stage_driver = driver(sessions, single, tmp_path, executor)
-    job = await stage_driver.advance(await new_job(sessions))
-    assert job is not None
-    executor.start(job.results["batch"]["task_id"])
-    executor.complete(job.results["batch"]["task_id"])
+    stage_driver, job = await first_stage_done(sessions, single, tmp_path)
     pooled, autocommit = Statements(db_engine), Statements(single_engine, begins=False)
 
     job = await stage_driver.advance(job)
@@ -104,12 +108,7 @@ async def test_a_transition_of_an_owner_with_a_webhook_queues_its_message(
 ) -> None:
     hook = await WebhookService(sessions).create(
         "ann", NewWebhook("http://hooks.example/strata", [EventType.JOB_STAGE_DONE]))
-    executor = InMemoryBatchManager()
-    stage_driver = driver(sessions, single, tmp_path, executor)
-    job = await stage_driver.advance(await new_job(sessions))
-    assert job is not None
-    executor.start(job.results["batch"]["task_id"])
-    executor.complete(job.results["batch"]["task_id"])
+    stage_driver, job = await first_stage_done(sessions, single, tmp_path)
 
     job = await stage_driver.advance(job)
 
@@ -122,12 +121,7 @@ async def test_a_stale_transition_writes_nothing(
     sessions: async_sessionmaker[AsyncSession], single: async_sessionmaker[AsyncSession],
     tmp_path: Path,
 ) -> None:
-    executor = InMemoryBatchManager()
-    stage_driver = driver(sessions, single, tmp_path, executor)
-    job = await stage_driver.advance(await new_job(sessions))
-    assert job is not None
-    executor.start(job.results["batch"]["task_id"])
-    executor.complete(job.results["batch"]["task_id"])
+    stage_driver, job = await first_stage_done(sessions, single, tmp_path)
     async with transaction(sessions) as session:  # someone else writes the job meanwhile
         other = await store.get_job(session, job.id)
         assert other is not None
