@@ -100,6 +100,7 @@ from app.executor.engine.shared_database import (
     SMALL_INPUT_BYTES,
     FreshDatabaseNeeded,
     SharedDatabase,
+    duckdb_batches,
     fetch_result,
     read_small_input,
     write_result,
@@ -469,7 +470,7 @@ class _StageRun:
                 threads=1,
             ) if self.plan.checks else None
             try:
-                for batch in reader:
+                for batch in duckdb_batches(reader):
                     self.cancel.raise_if_cancelled()
                     reason = batch.column(at)
                     kept = batch.remove_column(at)

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -147,22 +147,25 @@ def fetch_result(
     fit in `max_bytes`; `FreshDatabaseNeeded` otherwise."""
     if not all(duckdb_safe(kind) for kind in relation.types):
         raise FreshDatabaseNeeded("a result column type pyarrow would write differently")
-    return _fetch(relation.to_arrow_reader(batch_size), max_bytes)
-
-
-def _fetch(reader: pa.RecordBatchReader, max_bytes: int) -> pa.Table:
+    reader = relation.to_arrow_reader(batch_size)
     batches = []
     size = 0
     with reader:  # closed early too, so the connection can run its next statement
-        try:
-            for batch in reader:
-                size += batch.nbytes
-                if size > max_bytes:
-                    raise FreshDatabaseNeeded("the result is too large for the shared database")
-                batches.append(batch)
-        except OSError as exc:
-            raise _duckdb_error(exc) from None
+        for batch in duckdb_batches(reader):
+            size += batch.nbytes
+            if size > max_bytes:
+                raise FreshDatabaseNeeded("the result is too large for the shared database")
+            batches.append(batch)
     return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+def duckdb_batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """The batches of a DuckDB query's Arrow stream, with an error the query raises midway
+    raised as DuckDB's own (`_duckdb_error`), so every caller reports it as a statement's."""
+    try:
+        yield from reader
+    except OSError as exc:
+        raise _duckdb_error(exc) from None
 
 
 def _duckdb_error(exc: OSError) -> duckdb.Error:

@@ -29,6 +29,7 @@ from app.executor.engine.base import (
 from app.executor.engine.duckdb_engine import DuckDBEngine
 from app.executor.engine.shared_database import MAX_READERS, SharedDatabase
 from tests.executor.engine.stages import (
+    DATABASE_PATHS,
     StageRunner,
     csv_params,
     duckdb_engine,
@@ -532,6 +533,29 @@ def test_a_query_failing_after_its_first_rows_fails_as_on_a_fresh_database(
         runner = StageRunner(tmp_path / "landing", tmp_path / path, duckdb_engine(path))
         write_csv(runner.landing / "in" / "f.csv", ["id"], [[i] for i in range(5000)])
         params = csv_params(dwd={"sql": sql})
+        runner.run(params, Stage.LANDING_TO_ODS)
+        with pytest.raises(StageFailed) as failed:
+            runner.run(params, Stage.ODS_TO_DWD)
+        runner.engine.close()
+        messages.append(str(failed.value))
+        assert not list(runner.warehouse.rglob(".tmp-*"))
+    assert "Could not convert string 'x' to INT32" in messages[1]
+    assert messages[0] == messages[1]
+
+
+def test_a_check_failing_after_the_first_rows_fails_as_a_statement_on_both_paths(
+    tmp_path: Path,
+) -> None:
+    """A check evaluated while the kept rows stream out as Arrow (dedupe, then checks: the
+    fresh path's one-pass split) that fails in a later batch is DuckDB's error on both paths."""
+    check = "CAST(CASE WHEN n = '49999' THEN 'x' ELSE '1' END AS INTEGER) > 0"
+    messages = []
+    for path in DATABASE_PATHS:
+        runner = StageRunner(tmp_path / "landing", tmp_path / path, duckdb_engine(path))
+        write_csv(runner.landing / "in" / "f.csv", ["id"], [[i] for i in range(50000)])
+        params = csv_params(dwd={"sql": "SELECT id AS n FROM ods",
+                                 "dedupe": {"keys": ["n"], "order_by": "n"},
+                                 "checks": [{"name": "odd", "expr": check}]})
         runner.run(params, Stage.LANDING_TO_ODS)
         with pytest.raises(StageFailed) as failed:
             runner.run(params, Stage.ODS_TO_DWD)
