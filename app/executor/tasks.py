@@ -42,7 +42,7 @@ def _claimable(runner: Any, now: Any) -> Any:
     )
 
 
-def _held_by(runner: str) -> Any:
+def _held_by(runner: Any) -> Any:
     return and_(
         col(ExecutorTask.runner) == runner,
         col(ExecutorTask.status) == TaskStatus.PROCESSING.value,
@@ -91,9 +91,7 @@ def _finish_statement(wake: bool) -> Any:
         ExecutorTask,)
     return (
         update(ExecutorTask)
-        .where(col(ExecutorTask.id) == bindparam("p_task_id"),
-               col(ExecutorTask.runner) == bindparam("p_runner"),
-               col(ExecutorTask.status) == TaskStatus.PROCESSING.value)
+        .where(col(ExecutorTask.id) == bindparam("p_task_id"), _held_by(bindparam("p_runner")))
         .values(
             status=bindparam("p_status"), result=bindparam("p_result", type_=task.c.result.type),
             error=bindparam("p_error"), lease_expires_at=None, **kept,

@@ -122,6 +122,16 @@ async def list_jobs(
     return int(total), list(page)
 
 
+def _state_params() -> list[Any]:
+    """The bound parameters `p_<column>` of the state columns, typed as their columns."""
+    return [bindparam(f"p_{name}", type_=_JOBS.c[name].type) for name in _STATE_COLUMNS]
+
+
+def _state_values(job: Job) -> dict[str, Any]:
+    """The job's state columns as values of `_state_params`."""
+    return {f"p_{name}": getattr(job, name) for name in _STATE_COLUMNS}
+
+
 def _guarded_update() -> Any:
     """The version-guarded UPDATE of `save_job`, built once: building the statement (its
     columns, comparisons and subquery) cost as much CPU as running it."""
@@ -129,7 +139,7 @@ def _guarded_update() -> Any:
         update(_JOBS)
         .where(_JOBS.c.id == bindparam("p_id"), _JOBS.c.version == bindparam("p_version"))
         .values({
-            **{name: bindparam(f"p_{name}", type_=_JOBS.c[name].type) for name in _STATE_COLUMNS},
+            **dict(zip(_STATE_COLUMNS, _state_params(), strict=True)),
             "version": bindparam("p_version") + 1,
         })
         .returning(exists().where(_WEBHOOKS.c.owner == _JOBS.c.owner))
@@ -145,10 +155,9 @@ async def save_job(session: AsyncSession, job: Job, expected_version: int) -> bo
     Returns whether the job's owner has a webhook, read by the same statement: a transition
     then needs the outbox lookup (`add_events(hooks=...)`), and most owners have none.
     """
-    values = {f"p_{column}": getattr(job, column) for column in _STATE_COLUMNS}
     conn = await session.connection()  # Core: the ORM's bulk-update bookkeeping is not needed
     row = (await conn.execute(
-        _GUARDED_UPDATE, {**values, "p_id": job.id, "p_version": expected_version}
+        _GUARDED_UPDATE, {**_state_values(job), "p_id": job.id, "p_version": expected_version}
     )).first()
     if row is None:
         raise ConcurrentUpdate(job.id)
@@ -182,7 +191,7 @@ def _save_at_once_statement(events: int) -> Any:
         "message": _EVENTS.c.message.type, "at": _EVENTS.c.at.type,
     }
     return statement.bindparams(
-        *(bindparam(f"p_{name}", type_=_JOBS.c[name].type) for name in _STATE_COLUMNS),
+        *_state_params(),
         bindparam("p_id", type_=_JOBS.c.id.type), bindparam("p_owner", type_=_JOBS.c.owner.type),
         bindparam("p_version", type_=_JOBS.c.version.type),
         *(bindparam(f"e{i}_{name}", type_=kind)
@@ -196,8 +205,8 @@ async def save_at_once(session: AsyncSession, job: Job, events: Sequence[JobEven
     INSERT, COMMIT). It writes only when the owner has no webhook, since the outbox's messages
     are built from the job in the same transaction; False then, and nothing is written (the
     caller saves in a transaction instead). Raises ConcurrentUpdate like `save_job`."""
-    values: dict[str, Any] = {f"p_{name}": getattr(job, name) for name in _STATE_COLUMNS}
-    values.update(p_id=job.id, p_owner=job.owner, p_version=job.version)
+    values = {**_state_values(job), "p_id": job.id, "p_owner": job.owner,
+              "p_version": job.version}
     for i, event in enumerate(events):
         values.update({f"e{i}_{name}": getattr(event, name) for name in _EVENT_COLUMNS[1:]})
     conn = await session.connection()
